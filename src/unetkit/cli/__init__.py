@@ -1,0 +1,64 @@
+"""The ``unetkit`` command: a thin dispatcher over the stage packages.
+
+Each subcommand lives in its own module here with two functions,
+``add_arguments(parser)`` and ``run(args) -> int``; the module must stay cheap to import (no
+torch at import time) so that ``unetkit --help`` answers at once. All real work is done by
+the stage packages, which the command modules import inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from unetkit import __version__
+
+# (name, module, one-line help). Order is the order of the data's way.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("demo", "unetkit.cli.demo_cmd", "generate a small demo dataset and run the whole pipeline on it"),
+    ("import", "unetkit.cli.import_cmd", "convert a folder of images and masks into a raw (nnU-Net v2 layout) dataset"),
+    ("check", "unetkit.cli.check_cmd", "check a raw dataset and report every problem at once"),
+    ("plan", "unetkit.cli.plan_cmd", "extract the dataset fingerprint and write plans.json"),
+    ("preprocess", "unetkit.cli.preprocess_cmd", "crop, normalize and resample a dataset into the training cache"),
+    ("train", "unetkit.cli.train_cmd", "train a configuration on one cross-validation fold"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unetkit",
+        description="Self-configuring U-Net segmentation for 2D and 3D images. "
+                    "Run `unetkit COMMAND --help` for the options of each command.")
+    parser.add_argument("--version", action="version", version=f"unetkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name, help_text in COMMANDS:
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from unetkit.data.errors import DataError
+
+    try:
+        return int(args._module.run(args) or 0)
+    except DataError as exc:
+        # A user's data problem: one clear line, no traceback.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

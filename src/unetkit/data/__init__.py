@@ -1,0 +1,1 @@
+"""Stage 1: image formats, the raw dataset layout, dataset checks, import and fingerprint."""

@@ -1,0 +1,32 @@
+"""Shared fixtures: synthetic raw datasets and the real datasets in ../shared/datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from unetkit.data.synthetic import write_raw_dataset
+
+SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of a dataset in ../shared/datasets, or skip the test with the reason."""
+    path = SHARED_DATASETS / name
+    if not path.is_dir():
+        pytest.skip(f"shared dataset {name} not found at {path} (needs ../shared/datasets beside the checkout)")
+    return path
+
+
+@pytest.fixture
+def raw3d(tmp_path) -> Path:
+    """A tiny 3D raw dataset (8 NIfTI cases, 1 channel, 2 foreground classes)."""
+    return write_raw_dataset(tmp_path / "Synthetic3D", num_cases=8, ndim=3)
+
+
+@pytest.fixture
+def raw2d(tmp_path) -> Path:
+    """A tiny 2D raw dataset (8 PNG cases, 1 channel, 1 foreground class)."""
+    return write_raw_dataset(tmp_path / "Synthetic2D", num_cases=8, ndim=2, num_classes=1,
+                             shape_range=(40, 56))
