@@ -466,3 +466,21 @@ def test_drive_rgb_pictures_are_clean(tmp_path):
     _write_spec(root, {"channel_names": {"0": "R", "1": "G", "2": "B"},
                        "labels": {"background": 0, "vessel": 1}, "numTraining": 4, "file_ending": ".png"})
     assert check_dataset(root, num_processes=1) == []
+
+
+def test_broken_link_is_reported(raw3d, tmp_path):
+    os.symlink(tmp_path / "gone.nii.gz", raw3d / "imagesTr" / "case_009_0000.nii.gz")
+    _assert_names(_check(raw3d), "unreadable", "case_009_0000.nii.gz", None)
+
+
+def test_test_images_are_checked_without_needing_labels(raw3d):
+    (raw3d / "imagesTs").mkdir()
+    src = raw3d / "imagesTr" / "case_000_0000.nii.gz"
+    array, geo = read_image(src)
+    write_image(array, raw3d / "imagesTs" / "test_000_0000.nii.gz", geo)
+    write_image(np.zeros_like(array), raw3d / "imagesTs" / "test_001_0000.nii.gz", geo)
+    (raw3d / "imagesTs" / "test_002.nii.gz").write_bytes(src.read_bytes())
+    problems = _check(raw3d)
+    _assert_names(problems, "empty-image", "test_001_0000.nii.gz", "test_001")
+    _assert_names(problems, "misnamed-image", "test_002.nii.gz", "test_002")
+    assert {p.case for p in problems} == {"test_001", "test_002"}

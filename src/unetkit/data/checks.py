@@ -138,12 +138,21 @@ def _is_ignored_name(name: str) -> bool:
     return name.startswith(".") or name.lower() in ("thumbs.db", "desktop.ini")
 
 
+def _skip_or_broken(f: Path, problems: list[Problem]) -> bool:
+    """True for entries that are not files (folders are ignored, broken links reported)."""
+    if f.is_file():
+        return False
+    if f.is_symlink():
+        problems.append(_err("unreadable", f, None, f"broken link: its target {os.readlink(f)} does not exist"))
+    return True
+
+
 def _scan_images(ds: RawDataset, folder: Path, problems: list[Problem]) -> dict[str, dict[int, Path]]:
     """Group ``folder``'s files by case and channel index, reporting misnamed files."""
     ending = ds.file_ending
     channels: dict[str, dict[int, Path]] = {}
     for f in sorted(folder.iterdir()):
-        if _is_ignored_name(f.name) or not f.is_file():
+        if _is_ignored_name(f.name) or _skip_or_broken(f, problems):
             continue
         if not f.name.endswith(ending):
             other = file_ending(f)
@@ -209,7 +218,7 @@ def _layout_from_folders(ds: RawDataset, problems: list[Problem]) -> list[_CaseF
     label_files: dict[str, Path] = {}
     if labels_dir.is_dir():
         for f in sorted(labels_dir.iterdir()):
-            if _is_ignored_name(f.name) or not f.is_file():
+            if _is_ignored_name(f.name) or _skip_or_broken(f, problems):
                 continue
             if not f.name.endswith(ending):
                 other = file_ending(f)
