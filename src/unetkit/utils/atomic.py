@@ -35,13 +35,15 @@ def _fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(destination: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(destination: str | os.PathLike, suffix: str | None = None, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``destination``; rename it into place on success.
 
     The caller writes the file at the yielded path by any means (a library's ``save``
     function, for instance). If the block raises, the temporary file is removed and
     ``destination`` is left untouched. ``suffix`` keeps the extension for writers that pick
     the format from the file name (SimpleITK, Pillow); it defaults to the destination's.
+    ``durable=False`` skips the fsyncs (still atomic against a crashed or killed process, not
+    against power loss): for regenerable caches of many small files, where fsync dominates.
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -53,10 +55,12 @@ def atomic_path(destination: str | os.PathLike, suffix: str | None = None) -> It
     tmp = Path(tmp_name)
     try:
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        if durable:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
         os.replace(tmp, destination)
-        _fsync_dir(destination.parent)
+        if durable:
+            _fsync_dir(destination.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
