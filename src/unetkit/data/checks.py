@@ -33,7 +33,7 @@ import numpy as np
 
 from unetkit.data.dataset import CHANNEL_SUFFIX, RawDataset, load_dataset, resolve_inside
 from unetkit.data.errors import DataError, DatasetJsonError
-from unetkit.data.io import LOSSY_ENDINGS, PICTURE_ENDINGS, Geometry, file_ending, read_image
+from unetkit.data.io import LOSSY_ENDINGS, Geometry, file_ending, read_image
 
 Severity = Literal["error", "warning"]
 
