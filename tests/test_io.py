@@ -108,3 +108,15 @@ def test_endings():
     assert file_ending("x.PNG") == ".png"
     assert strip_ending("case_0001.nii.gz") == "case_0001"
     assert file_ending("notes.txt") == ""
+
+
+@pytest.mark.parametrize("ending", [".nii.gz", ".nii"])
+def test_half_truncated_nifti_is_refused(tmp_path, ending):
+    """SimpleITK alone would zero-fill the missing half and read it as a valid volume."""
+    path = tmp_path / f"half{ending}"
+    data = np.random.default_rng(0).normal(size=(1, 20, 20, 20)).astype(np.float32)
+    write_image(data, path, Geometry(spacing=(1.0, 1.0, 1.0)))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DataError, match="truncated") as info:
+        read_image(path)
+    assert f"half{ending}" in str(info.value)

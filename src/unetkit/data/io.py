@@ -93,8 +93,57 @@ class Geometry:
 
 # ----------------------------------------------------------------------------------- reading
 
+def _nifti_truncation(path: Path) -> str | None:
+    """Why a NIfTI file is shorter than its header promises, or ``None``.
+
+    SimpleITK zero-fills the missing voxels of a truncated NIfTI file without a word, so a
+    half-downloaded volume would train as if it were real. This check costs O(1): the header
+    gives the expected byte count, compared with the file size (``.nii``) or with the gzip
+    trailer's uncompressed size (``.nii.gz``; a truncated stream has no valid trailer).
+    """
+    import gzip
+    import struct
+
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(path)).header
+        expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape(), dtype=np.int64)) * \
+            header.get_data_dtype().itemsize
+    except Exception as exc:  # nibabel raises several types for a broken header
+        return f"unreadable NIfTI header ({type(exc).__name__}: {exc})"
+    if path.name.lower().endswith(".gz"):
+        size = path.stat().st_size
+        if size < 18:
+            return "file is truncated: not a complete gzip stream"
+        with open(path, "rb") as handle:
+            handle.seek(-4, 2)
+            isize = struct.unpack("<I", handle.read(4))[0]
+        if isize != expected % 2**32:
+            # A multi-member gzip could legally disagree; confirm by decompressing (rare path).
+            try:
+                with gzip.open(path, "rb") as handle:
+                    total = 0
+                    while chunk := handle.read(1 << 24):
+                        total += len(chunk)
+            except (EOFError, OSError):
+                return "file is truncated: its compressed stream ends early"
+            if total < expected:
+                return f"file is truncated: it holds {total} bytes but its header promises {expected}"
+        return None
+    size = path.stat().st_size
+    if size < expected:
+        return f"file is truncated: it holds {size} bytes but its header promises {expected}"
+    return None
+
+
 def _read_medical(path: Path) -> tuple[np.ndarray, Geometry]:
     import SimpleITK as sitk
+
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        reason = _nifti_truncation(path)
+        if reason is not None:
+            raise DataError(reason, path)
 
     try:
         img = sitk.ReadImage(str(path))
