@@ -64,23 +64,33 @@ def separate_axis(current_spacing: Sequence[float], new_spacing: Sequence[float]
     return None
 
 
-def _zoom(x: np.ndarray, new_shape: Sequence[int], order: int) -> np.ndarray:
-    """Resize one float array to ``new_shape`` with a spline of ``order``, voxel centres aligned."""
+def _zoom(x: np.ndarray, new_shape: Sequence[int], order: int, clip: bool = False) -> np.ndarray:
+    """Resize one float array to ``new_shape`` with a spline of ``order``, voxel centres aligned.
+
+    ``clip`` limits the result to the input's value range (splines of order > 1 overshoot).
+    """
     if tuple(x.shape) == tuple(new_shape):
         return x
     factors = [n / o for n, o in zip(new_shape, x.shape)]
     # grid_mode=True maps voxel *areas* onto each other (align_corners=False), as skimage's
     # resize does; 'nearest' repeats the edge value for samples just past the border.
-    return ndimage.zoom(x, factors, order=order, mode="nearest", grid_mode=True, output=np.float32,
-                        prefilter=order > 1)
+    out = ndimage.zoom(x, factors, order=order, mode="nearest", grid_mode=True, output=np.float32,
+                       prefilter=order > 1)
+    if clip and order > 1 and x.size:
+        np.clip(out, x.min(), x.max(), out=out)
+    return out
 
 
 def _resample_float(x: np.ndarray, new_shape: Sequence[int], order: int, axis: int | None,
-                    axis_order: int) -> np.ndarray:
-    """Resample a float32 array ``spatial`` to ``new_shape``, optionally with a separate coarse axis."""
+                    axis_order: int, clip: bool = False) -> np.ndarray:
+    """Resample a float32 array ``spatial`` to ``new_shape``, optionally with a separate coarse axis.
+
+    With ``clip``, each resized piece (the whole array, or each slice on the anisotropic path)
+    stays within its own input range, as skimage's resize (used by nnU-Net) does.
+    """
     new_shape = tuple(int(s) for s in new_shape)
     if axis is None:
-        return _zoom(x, new_shape, order)
+        return _zoom(x, new_shape, order, clip)
     inplane = list(new_shape)
     inplane[axis] = x.shape[axis]
     if tuple(inplane) != x.shape:
@@ -89,10 +99,10 @@ def _resample_float(x: np.ndarray, new_shape: Sequence[int], order: int, axis: i
         for i in range(x.shape[axis]):
             index = [slice(None)] * x.ndim
             index[axis] = i
-            out[tuple(index)] = _zoom(x[tuple(index)], slice_shape, order)
+            out[tuple(index)] = _zoom(x[tuple(index)], slice_shape, order, clip)
         x = out
     if x.shape[axis] != new_shape[axis]:
-        x = _zoom(x, new_shape, axis_order)  # only the coarse axis still changes
+        x = _zoom(x, new_shape, axis_order, clip)  # only the coarse axis still changes
     return x
 
 
@@ -112,10 +122,7 @@ def resample_image(data: np.ndarray, new_shape: Sequence[int], current_spacing: 
     out = np.empty((data.shape[0], *new_shape), dtype=np.float32)
     for c in range(data.shape[0]):
         channel = data[c].astype(np.float32, copy=False)
-        res = _resample_float(channel, new_shape, order, axis, separate_axis_order)
-        if clip and order > 1 and channel.size:
-            np.clip(res, channel.min(), channel.max(), out=res)
-        out[c] = res
+        out[c] = _resample_float(channel, new_shape, order, axis, separate_axis_order, clip)
     return out
 
 
