@@ -1,0 +1,539 @@
+"""The training loop: plain functions over a small state, every number from a TrainingConfig.
+
+``train(workdir, dataset, configuration, fold, overrides)`` is what ``unetkit train`` runs:
+
+1. read ``plans.json`` and the configuration entry; resolve the :class:`TrainingConfig`
+   (defaults < the plan's ``training`` object < command line);
+2. make or read ``splits.json`` and pick the fold's training and validation cases;
+3. build the network from the model registry (the plan's architecture, or ``--arch``), the loss
+   (:mod:`unetkit.training.loss`), SGD with Nesterov momentum and the polynomial schedule;
+4. for each epoch: set the learning rate ``lr * (1 - epoch / epochs) ** 0.9``, run
+   ``iterations_per_epoch`` training steps (forward, loss, backward, gradient-norm clipping,
+   step; fp16 autocast with a gradient scaler on CUDA), then ``val_iterations`` validation
+   batches accumulating hard TP/FP/FN per class for the pseudo-Dice, as nnU-Net's online
+   evaluation; log, plot, and write ``checkpoint_latest`` (and ``checkpoint_best`` when the
+   moving average of the pseudo-Dice improves);
+5. write ``checkpoint_final``.
+
+Determinism and resume: batch ``i`` of the run is a pure function of ``(seed, i)``
+(:class:`unetkit.training.loader.BatchLoader`), the network is initialised from ``seed``, and a
+checkpoint restores weights, optimizer state, gradient scaler, RNG states and the history. A run
+killed at any moment and resumed with ``--resume`` continues from the last finished epoch and,
+with ``--deterministic``, ends with the same weights as an uninterrupted run.
+
+Distributed training (torchrun) is described in :mod:`unetkit.training.distributed`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from unetkit.training.checkpoint import (CheckpointError, checkpoint_files, latest_resumable, load_checkpoint,
+                                         remove_checkpoint, save_checkpoint, set_rng_state, unwrap_model)
+from unetkit.training.config import TrainingConfig, resolve_config
+from unetkit.training.distributed import (DistContext, all_reduce_numpy, barrier, init_distributed,
+                                          local_oversample, shutdown, split_batch)
+from unetkit.training.loss import LossSpec, build_loss, dice_from_counts, online_tp_fp_fn
+from unetkit.training.progress import (EpochBar, RunLog, TrainingHistory, format_seconds, plot_progress,
+                                       write_progress_json)
+from unetkit.training.splits import load_or_create_splits, select_fold
+from unetkit.utils.atomic import atomic_write_json
+from unetkit.utils.paths import WorkPaths
+
+#: Validation batches are seeded from ``seed + VAL_SEED_OFFSET`` so they never repeat training batches.
+VAL_SEED_OFFSET = 1_000_003
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or continue; the message says what to do."""
+
+
+# ----------------------------------------------------------------------------- labels
+
+@dataclass(frozen=True)
+class LabelInfo:
+    """What the plan's ``labels`` mean for the network's outputs."""
+
+    num_heads: int
+    ignore_label: int | None
+    regions: tuple[tuple[int, ...], ...] | None   # region training: label values per output
+    names: tuple[str, ...]                         # foreground classes / regions, output order
+    regions_class_order: tuple[int, ...] | None = None
+
+
+def label_info(plans: dict) -> LabelInfo:
+    """Decode ``plans["labels"]``: plain labels (softmax) or regions (lists, sigmoid); ignore label."""
+    labels: dict[str, Any] = plans["labels"]
+    ignore = labels.get("ignore")
+    if ignore is not None and not isinstance(ignore, int):
+        raise TrainingError(f"plans.json: the 'ignore' label must be one integer, found {ignore!r}")
+    entries = [(k, v) for k, v in labels.items() if k not in ("background", "ignore") and v != 0]
+    has_regions = any(isinstance(v, list) for _, v in entries)
+    names = tuple(k for k, _ in entries)
+    order = plans.get("regions_class_order")
+    if has_regions:
+        regions = tuple(tuple(v) if isinstance(v, list) else (int(v),) for _, v in entries)
+        num_heads = len(regions)
+        return LabelInfo(num_heads, ignore, regions, names, tuple(order) if order else None)
+    values = sorted({int(v) for _, v in entries})
+    expected = list(range(1, len(values) + 1))
+    if values != expected:
+        raise TrainingError(f"plans.json: label values must be consecutive 0..{len(values)} (found {[0] + values}); "
+                            "relabel the dataset (unetkit import) or declare regions")
+    return LabelInfo(len(values) + 1, ignore, None, names)
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+def poly_lr(config: TrainingConfig, epoch: int) -> float:
+    """nnU-Net's polynomial decay: ``lr * (1 - epoch / epochs) ** exponent``, set once per epoch."""
+    return config.lr * (1 - epoch / config.epochs) ** config.poly_exponent
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum (nnU-Net: momentum 0.99, weight decay 3e-5)."""
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay, nesterov=config.nesterov)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def build_network(plans: dict, entry: dict, config: TrainingConfig, num_heads: int,
+                  log: Callable[..., None] = lambda *a: None) -> torch.nn.Module:
+    """The registry model ``config.arch`` with the plan's topology as keyword arguments.
+
+    With ``--arch`` naming another family, keywords that family does not take are dropped
+    (and logged), keeping the plan's stages, widths, kernels and strides.
+    """
+    from unetkit.models import create_model
+
+    arch = entry["architecture"]
+    kwargs = dict(arch.get("kwargs", {}))
+    spatial_dims = len(entry["patch_size"])
+    in_channels = int(plans["num_input_channels"])
+    try:
+        return create_model(config.arch, spatial_dims, in_channels, num_heads,
+                            deep_supervision=config.deep_supervision, **kwargs)
+    except TypeError as exc:
+        if config.arch == arch["name"]:
+            raise TrainingError(f"plans.json: architecture {arch['name']!r} rejects the plan's kwargs: {exc}") from exc
+        topology = {k: v for k, v in kwargs.items() if k in ("n_stages", "features_per_stage", "kernel_sizes", "strides")}
+        log(f"--arch {config.arch}: dropped plan keywords it does not take ({exc}); kept {sorted(topology)}")
+        return create_model(config.arch, spatial_dims, in_channels, num_heads,
+                            deep_supervision=config.deep_supervision, **topology)
+
+
+def configure_determinism(config: TrainingConfig, device: torch.device) -> None:
+    """Seed every generator; with ``deterministic``, ask torch for deterministic kernels."""
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed % 2 ** 32)
+    random.seed(config.seed)
+    if device.type != "cuda":
+        # CPU kernels give the same result for the same thread count; nothing to switch.
+        return
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by cuBLAS for determinism
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def autocast_context(device: torch.device, enabled: bool):
+    """fp16 autocast on CUDA when enabled; nothing on the CPU (autocast there is slow)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def train_step(model: torch.nn.Module, batch: dict, loss_fn: Callable, optimizer: torch.optim.Optimizer,
+               scaler: Any, config: TrainingConfig, device: torch.device) -> torch.Tensor:
+    """One optimisation step on ``batch``; returns the detached loss (on the device, no sync)."""
+    data = batch["data"].to(device, non_blocking=True)
+    target = batch["target"].to(device, non_blocking=True)
+    optimizer.zero_grad(set_to_none=True)
+    with autocast_context(device, config.amp):
+        outputs = model(data)
+        loss = loss_fn(outputs, target)
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def validation_step(model: torch.nn.Module, batch: dict, loss_fn: Callable, spec: LossSpec,
+                    config: TrainingConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and hard ``(3, K)`` TP/FP/FN counts of the full-resolution output on one batch."""
+    data = batch["data"].to(device, non_blocking=True)
+    target = batch["target"].to(device, non_blocking=True)
+    with autocast_context(device, config.amp):
+        outputs = model(data)
+        loss = loss_fn(outputs, target)
+    full = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
+    return loss.detach(), online_tp_fp_fn(full, target, spec)
+
+
+# ----------------------------------------------------------------------------- data
+
+class StridedBatchFn:
+    """Batch ``i`` of this process is global batch ``i * stride + offset`` (picklable).
+
+    With W processes, rank r draws global batches r, W + r, 2W + r, ...: all different, each
+    still a pure function of the seed and its global index.
+    """
+
+    def __init__(self, inner: Callable[[int], dict], stride: int, offset: int) -> None:
+        self.inner, self.stride, self.offset = inner, int(stride), int(offset)
+
+    def __call__(self, index: int) -> dict:
+        return self.inner(index * self.stride + self.offset)
+
+
+def make_loader(folder: Path, entry: dict, cases: Sequence[str], *, batch_size: int, oversample: float,
+                seed: int, augment: bool, start_index: int, config: TrainingConfig, ctx: DistContext) -> Any:
+    """A :class:`~unetkit.training.loader.BatchLoader` over this process's share of the batches."""
+    from unetkit.training.loader import BatchLoader, make_training_batch_fn
+
+    device = str(ctx.device) if ctx.device.type == "cuda" else "cpu"
+    fn = make_training_batch_fn(folder, entry, batch_size, seed, case_names=list(cases), augment=augment,
+                                oversample_foreground=oversample, device=device)
+    finalize = getattr(fn, "finalize", None)
+    if ctx.enabled:
+        fn = StridedBatchFn(fn, ctx.world_size, ctx.rank)
+    return BatchLoader(fn, num_workers=config.num_workers, prefetch=max(1, config.prefetch),
+                       start_index=start_index, finalize=finalize)
+
+
+# ----------------------------------------------------------------------------- the run
+
+@dataclass
+class TrainingRun:
+    """Everything resolved before the first step: where, what, with which settings."""
+
+    paths: WorkPaths
+    plans: dict
+    configuration: str
+    entry: dict
+    fold: int | str
+    config: TrainingConfig
+    labels: LabelInfo
+    output_dir: Path
+    train_cases: list[str]
+    val_cases: list[str]
+    preprocessed: Path
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or already complete) run reports."""
+
+    output_dir: Path
+    epochs_done: int
+    best_ema_dice: float | None
+    last_pseudo_dice: list[float] = field(default_factory=list)
+    seconds_per_iteration: float | None = None
+    data_wait_share: float | None = None
+
+
+def prepare_run(workdir: str | Path | None, dataset: str | Path, configuration: str, fold: int | str,
+                overrides: dict[str, Any] | None = None, write: bool = True,
+                saved_config: dict | None = None) -> TrainingRun:
+    """Resolve plans, config, split and output folder for one training run.
+
+    ``saved_config`` (on resume) replaces the defaults and the plan's values: a resumed run keeps
+    its settings unless the command line changes them (``--epochs`` to train longer, say).
+    """
+    from unetkit.planning.plans import configuration as plan_configuration
+    from unetkit.planning.plans import load_plans
+    from unetkit.training.dataset import CachedDataset
+
+    paths = WorkPaths.for_dataset(dataset, workdir)
+    plans = load_plans(paths.plans)
+    entry = plan_configuration(plans, configuration)
+    if saved_config is not None:
+        config = TrainingConfig.from_dict(saved_config, "checkpoint").updated(overrides, "command line")
+    else:
+        config = resolve_config(entry, overrides, configuration)
+    preprocessed = paths.preprocessed(entry.get("data_identifier", configuration))
+    cases = CachedDataset(preprocessed).cases
+    splits = [] if str(fold) == "all" else load_or_create_splits(paths.splits, cases, write=write)
+    train_cases, val_cases = select_fold(splits, fold, cases, str(paths.splits))
+    if not val_cases:
+        raise TrainingError(f"{paths.splits}: fold {fold} has no validation cases")
+    output_dir = paths.model_dir(configuration, config.arch, fold)
+    return TrainingRun(paths=paths, plans=plans, configuration=configuration, entry=entry, fold=fold,
+                       config=config, labels=label_info(plans), output_dir=output_dir,
+                       train_cases=train_cases, val_cases=val_cases, preprocessed=preprocessed)
+
+
+def _plans_for_checkpoint(run: TrainingRun) -> dict:
+    """The dataset-level plan keys plus this configuration's entry (what inference needs)."""
+    keep = {k: v for k, v in run.plans.items() if k != "configurations"}
+    keep["configurations"] = {run.configuration: run.entry}
+    return keep
+
+
+def _checkpoint_meta(run: TrainingRun, epoch: int, history: TrainingHistory, best_ema: float | None,
+                     model: torch.nn.Module, ctx: DistContext) -> dict[str, Any]:
+    arch = run.entry["architecture"]
+    return {
+        "epoch": epoch,
+        "configuration": run.configuration,
+        "fold": run.fold,
+        "dataset_name": run.plans.get("dataset_name", run.paths.root.name),
+        "training_config": run.config.to_dict(),
+        "plans": _plans_for_checkpoint(run),
+        "architecture": {"name": run.config.arch,
+                         "kwargs": arch.get("kwargs", {}) if run.config.arch == arch["name"] else {},
+                         "spatial_dims": len(run.entry["patch_size"]),
+                         "in_channels": int(run.plans["num_input_channels"]),
+                         "num_classes": run.labels.num_heads,
+                         "deep_supervision": run.config.deep_supervision},
+        "labels": {"labels": run.plans["labels"], "ignore_label": run.labels.ignore_label,
+                   "regions": [list(r) for r in run.labels.regions] if run.labels.regions else None,
+                   "regions_class_order": list(run.labels.regions_class_order) if run.labels.regions_class_order
+                   else None, "names": list(run.labels.names)},
+        "patch_size": run.entry["patch_size"],
+        "best_ema_dice": best_ema,
+        "history": history.to_dict(),
+        "world_size": ctx.world_size,
+        "num_parameters": sum(p.numel() for p in unwrap_model(model).parameters()),
+        "torch_version": torch.__version__,
+    }
+
+
+def _clean_nan(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def train(workdir: str | Path | None, dataset: str | Path, configuration: str, fold: int | str,
+          overrides: dict[str, Any] | None = None, resume: bool = False, echo: bool = True,
+          ctx: DistContext | None = None) -> TrainResult:
+    """Train one configuration on one fold; see the module docstring for the steps.
+
+    ``overrides`` are command-line values (``None`` entries are ignored). Under torchrun the
+    process group is joined here (and left at the end) unless ``ctx`` is given.
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    own_ctx = ctx is None
+    if ctx is None:
+        ctx = init_distributed(overrides.get("device", "auto"))
+    try:
+        return _train(workdir, dataset, configuration, fold, overrides, resume, echo, ctx)
+    finally:
+        if own_ctx:
+            shutdown(ctx)
+
+
+def _find_resume(workdir, dataset, configuration, fold, overrides) -> tuple[str | None, Path | None, dict | None]:
+    """Locate a checkpoint to resume from; returns (name, folder, saved config)."""
+    probe = prepare_run(workdir, dataset, configuration, fold, overrides, write=False)
+    name = latest_resumable(probe.output_dir)
+    if name is None:
+        return None, probe.output_dir, None
+    meta = json.loads(checkpoint_files(probe.output_dir, name)[2].read_text())
+    return name, probe.output_dir, meta.get("training_config")
+
+
+def _train(workdir, dataset, configuration, fold, overrides, resume, echo, ctx: DistContext) -> TrainResult:
+    resume_name, saved_config = None, None
+    if resume:
+        resume_name, _, saved_config = _find_resume(workdir, dataset, configuration, fold, overrides)
+    run = prepare_run(workdir, dataset, configuration, fold, overrides, write=ctx.is_main,
+                      saved_config=saved_config)
+    cfg = run.config
+    out = run.output_dir
+    if not resume and latest_resumable(out) is not None:
+        raise TrainingError(f"{out} already holds checkpoints of an earlier run; pass --resume to continue it, "
+                            f"or delete the folder to start again")
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    barrier(ctx)
+    log = RunLog(out / "train.log", enabled=ctx.is_main, echo=echo)
+    try:
+        return _run_loop(run, resume_name, log, ctx)
+    finally:
+        log.close()
+
+
+def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistContext) -> TrainResult:
+    cfg, out, device = run.config, run.output_dir, ctx.device
+    configure_determinism(cfg, device)
+    local_sizes = split_batch(cfg.batch_size, ctx.world_size)
+    local_bs = local_sizes[ctx.rank]
+    oversample = local_oversample(cfg.batch_size, ctx.world_size, ctx.rank, cfg.oversample_foreground)
+
+    log(f"unetkit train: {run.paths.root.name} {run.configuration} fold {run.fold} -> {out}")
+    log(f"device {device} x {ctx.world_size} process(es); torch {torch.__version__}; python {platform.python_version()}")
+    log(f"training cases {len(run.train_cases)}, validation cases {len(run.val_cases)}; "
+        f"patch {run.entry['patch_size']}, global batch {cfg.batch_size} (per process {local_sizes})")
+    log("config " + json.dumps(cfg.to_dict()))
+
+    network = build_network(run.plans, run.entry, cfg, run.labels.num_heads, log).to(device)
+    log(f"network {cfg.arch}: {sum(p.numel() for p in network.parameters()):,} parameters")
+    optimizer = make_optimizer(network, cfg)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    history = TrainingHistory(cfg.ema_momentum)
+    start_epoch, best_ema = 0, None
+
+    if resume_name is not None:
+        try:
+            ckpt = load_checkpoint(out, resume_name)
+        except CheckpointError as exc:
+            raise TrainingError(f"cannot resume: {exc}") from exc
+        try:
+            network.load_state_dict(ckpt.weights)
+        except RuntimeError as exc:
+            raise TrainingError(f"cannot resume from {out}/{resume_name}: its weights do not fit the network "
+                                f"({cfg.arch}); was --arch or the plan changed? ({exc})") from exc
+        if "optimizer" in ckpt.state:
+            optimizer.load_state_dict(ckpt.state["optimizer"])
+        if "grad_scaler" in ckpt.state and scaler.is_enabled():
+            scaler.load_state_dict(ckpt.state["grad_scaler"])
+        start_epoch = int(ckpt.meta["epoch"])
+        best_ema = ckpt.meta.get("best_ema_dice")
+        history = TrainingHistory(cfg.ema_momentum, ckpt.meta.get("history"))
+        history.truncate(start_epoch)
+        set_rng_state(ckpt.state.get("rng", {}), ckpt.meta.get("rng", {}))
+        if ckpt.meta.get("world_size", 1) != ctx.world_size:
+            log(f"note: the checkpoint was written by {ckpt.meta.get('world_size')} process(es), now "
+                f"{ctx.world_size}; batches after the resume differ from an uninterrupted run")
+        log(f"resumed from {resume_name} after epoch {start_epoch}")
+    elif resume_name is None and ctx.is_main and (out / "progress.json").exists():
+        log("no checkpoint to resume from; starting from scratch")
+
+    if start_epoch >= cfg.epochs:
+        log(f"nothing to do: {start_epoch} of {cfg.epochs} epochs are done (pass --epochs to train longer)")
+        return TrainResult(out, start_epoch, best_ema,
+                           history.values["pseudo_dice"][-1] if len(history) else [])
+
+    if ctx.is_main:
+        atomic_write_json(out / "training_config.json",
+                          {"configuration": run.configuration, "fold": run.fold, "world_size": ctx.world_size,
+                           "train_cases": run.train_cases, "val_cases": run.val_cases,
+                           "config": cfg.to_dict()})
+
+    if cfg.compile:
+        log("compiling the network with torch.compile (the first iterations are slow)")
+        network = torch.compile(network)
+    model: torch.nn.Module = network
+    if ctx.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            network, device_ids=[device.index] if device.type == "cuda" else None)
+
+    spec = LossSpec(batch_dice=bool(cfg.batch_dice), ignore_label=run.labels.ignore_label,
+                    regions=run.labels.regions, smooth=cfg.dice_smooth, dice_weight=cfg.dice_weight,
+                    ce_weight=cfg.ce_weight, ddp=ctx.enabled)
+    loss_fn = build_loss(spec)
+
+    iters, val_iters = cfg.iterations_per_epoch, cfg.val_iterations
+    train_loader = make_loader(run.preprocessed, run.entry, run.train_cases, batch_size=local_bs,
+                               oversample=oversample, seed=cfg.seed, augment=True,
+                               start_index=start_epoch * iters, config=cfg, ctx=ctx)
+    val_loader = None
+    if val_iters:
+        val_loader = make_loader(run.preprocessed, run.entry, run.val_cases, batch_size=local_bs,
+                                 oversample=oversample, seed=cfg.seed + VAL_SEED_OFFSET, augment=False,
+                                 start_index=start_epoch * val_iters, config=cfg, ctx=ctx)
+    bar = EpochBar(enabled=ctx.is_main)
+    step_times: list[float] = []
+    wait_total = step_total = 0.0
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            t_epoch = time.perf_counter()
+            lr = poly_lr(cfg, epoch)
+            set_lr(optimizer, lr)
+            model.train()
+            losses = []
+            wait_epoch = 0.0
+            last_dice = history.values["ema_fg_dice"][-1] if len(history) else None
+            dice_text = "-" if last_dice is None or math.isnan(last_dice) else f"{last_dice:.4f}"
+            run_eta = format_seconds(history.eta_seconds(cfg.epochs))
+            with bar.epoch(epoch, cfg.epochs, iters, run_eta, dice_text):
+                for it in range(iters):
+                    t0 = time.perf_counter()
+                    w0 = train_loader.wait_seconds
+                    batch = next(train_loader)
+                    loss = train_step(model, batch, loss_fn, optimizer, scaler, cfg, device)
+                    losses.append(loss)
+                    shown = loss.item() if (bar.enabled and (it % 5 == 0 or it == iters - 1)) else None
+                    bar.advance(shown)
+                    dt = time.perf_counter() - t0
+                    step_times.append(dt)
+                    wait_epoch += train_loader.wait_seconds - w0
+                    step_total += dt
+            train_seconds = time.perf_counter() - t_epoch
+            wait_total += wait_epoch
+            train_loss = float(torch.stack(losses).float().mean().item())
+
+            model.eval()
+            val_losses, counts = [], None
+            for _ in range(val_iters):
+                vloss, c = validation_step(model, next(val_loader), loss_fn, spec, cfg, device)
+                val_losses.append(vloss)
+                counts = c if counts is None else counts + c
+            val_loss = float(torch.stack(val_losses).float().mean().item()) if val_losses else float("nan")
+            counts_np = counts.cpu().numpy() if counts is not None else np.zeros((3, len(run.labels.names)))
+            # Every process contributes; all end up with identical numbers.
+            train_loss, val_loss = (float(v) for v in all_reduce_numpy(ctx, np.array([train_loss, val_loss]),
+                                                                       average=True))
+            counts_np = all_reduce_numpy(ctx, counts_np)
+            dice = dice_from_counts(counts_np) if val_iters else [float("nan")] * len(run.labels.names)
+            epoch_seconds = time.perf_counter() - t_epoch
+            ema = history.add(epoch, train_loss, val_loss, dice, lr, epoch_seconds, wait_epoch / max(train_seconds, 1e-9))
+            done = epoch + 1
+            improved = not math.isnan(ema) and (best_ema is None or ema > best_ema)
+            if improved:
+                best_ema = ema
+            log(f"epoch {done}/{cfg.epochs}: lr {lr:.5f}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
+                f"pseudo-Dice {[round(d, 4) for d in dice]}  EMA {ema:.4f}{' (best)' if improved else ''}  "
+                f"{epoch_seconds:.1f}s (data wait {100 * wait_epoch / max(train_seconds, 1e-9):.1f}%)  "
+                f"ETA {format_seconds(history.eta_seconds(cfg.epochs))}")
+            if ctx.is_main:
+                meta = _checkpoint_meta(run, done, history, _clean_nan(best_ema), model, ctx)
+                if done < cfg.epochs and done % cfg.save_every == 0:
+                    save_checkpoint(out, "checkpoint_latest", model, optimizer=optimizer, grad_scaler=scaler, meta=meta)
+                if improved:
+                    save_checkpoint(out, "checkpoint_best", model, optimizer=optimizer, grad_scaler=scaler, meta=meta)
+                if done == cfg.epochs:
+                    save_checkpoint(out, "checkpoint_final", model, optimizer=optimizer, grad_scaler=scaler, meta=meta)
+                    remove_checkpoint(out, "checkpoint_latest")
+                write_progress_json(out / "progress.json", history,
+                                    {"configuration": run.configuration, "fold": run.fold, "class_names": list(run.labels.names)})
+                if done % cfg.plot_every == 0 or done == cfg.epochs:
+                    plot_progress(out / "progress.png", history, list(run.labels.names))
+            barrier(ctx)
+    finally:
+        train_loader.close()
+        if val_loader is not None:
+            val_loader.close()
+    med = float(np.median(step_times)) if step_times else None
+    log(f"finished {cfg.epochs} epochs; median {med:.3f}s per iteration, data wait "
+        f"{100 * wait_total / max(step_total, 1e-9):.1f}% of step time; best EMA pseudo-Dice "
+        f"{best_ema if best_ema is None else round(best_ema, 4)}" if med is not None else "finished")
+    return TrainResult(out, cfg.epochs, _clean_nan(best_ema), history.values["pseudo_dice"][-1],
+                       med, wait_total / max(step_total, 1e-9))
