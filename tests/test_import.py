@@ -291,3 +291,17 @@ def test_kvasir_full(tmp_path):
     assert len(report.cases) == 1000 and not report.skipped
     assert load_dataset(tmp_path / "Kvasir").num_training == 1000
     _no_check_errors(tmp_path / "Kvasir")
+
+
+def test_sixteen_bit_grey_pictures_stay_lossless(tmp_path):
+    src = tmp_path / "src"
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 65535, (24, 20), dtype=np.uint16)
+    (src / "images").mkdir(parents=True)
+    import tifffile
+
+    tifffile.imwrite(src / "images" / "a.tif", image)
+    _save(_blob(rng), src / "masks" / "a_gt.png")
+    import_dataset(src, tmp_path / "raw", num_processes=1)
+    case = load_dataset(tmp_path / "raw").training_cases()[0]
+    np.testing.assert_array_equal(read_image(case.images[0])[0][0], image)

@@ -35,7 +35,7 @@ import numpy as np
 from unetkit.data.errors import DataError
 from unetkit.data.io import (LOSSY_ENDINGS, MEDICAL_ENDINGS, PICTURE_ENDINGS, Geometry, file_ending,
                              read_image, strip_ending, write_image, write_label)
-from unetkit.utils.atomic import atomic_directory, atomic_write_json
+from unetkit.utils.atomic import atomic_directory, atomic_path, atomic_write_json
 
 #: Mask-name suffixes tried when ``mask_suffixes`` is not given (after ``""``), in this order.
 KNOWN_MASK_SUFFIXES = ("_mask", "_masks", "_segmentation", "_seg", "_label", "_labels", "_manual1",
@@ -356,6 +356,21 @@ def _convert_mask(path: Path, rule: MaskRule, case: str) -> tuple[np.ndarray, Ge
     return mask.astype(np.int16), geometry, info
 
 
+def _write_png(image: np.ndarray, path: Path) -> None:
+    """Write a ``(C, H, W)`` uint8/uint16 picture as PNG, atomically, with fast zlib level 1.
+
+    Level 1 is about 3x faster than Pillow's default (6) for photographs and only ~10 % larger;
+    an import writes every picture once, so speed matters more than the last bytes.
+    """
+    from PIL import Image
+
+    array = image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)
+    if array.dtype not in (np.uint8, np.uint16):  # other integer types already checked to fit
+        array = array.astype(np.uint8 if array.max() <= 255 else np.uint16)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG", compress_level=1)
+
+
 def _convert_case(task: _Task) -> _Result:
     """Convert one case: write its image (and label) under ``task.out_dir``; never raises DataError."""
     out = Path(task.out_dir)
@@ -380,7 +395,7 @@ def _convert_case(task: _Task) -> _Result:
             if image.shape[0] not in (1, 3):
                 raise DataError(f"picture has {image.shape[0]} channels; expected grey (1) or RGB (3)",
                                 image_path, task.name)
-            write_image(image, img_dir / f"{task.name}_0000.png", geometry)
+            _write_png(image, img_dir / f"{task.name}_0000.png")
         else:
             if image.shape[0] == 1 and src_ending == task.file_ending:
                 img_dir.mkdir(parents=True, exist_ok=True)
