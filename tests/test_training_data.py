@@ -298,3 +298,14 @@ def test_close_and_garbage_collection_leave_no_children(batch_fn):
     del loader
     gc.collect()
     assert all(_gone(pid) for pid in pids)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_augmentation_runs_in_main_process(cache3d):
+    conf = {"patch_size": [16, 16, 16], "batch_size": 3}
+    fn = make_training_batch_fn(cache3d, conf, None, seed=1, device="cuda")
+    with BatchLoader(fn, num_workers=1) as loader:
+        batch = next(loader)
+    assert batch["data"].is_cuda and batch["target"].is_cuda and batch["data"].shape == (3, 1, 16, 16, 16)
+    cpu = make_training_batch_fn(cache3d, conf, None, seed=1)
+    assert batch["keys"] == cpu(0)["keys"]

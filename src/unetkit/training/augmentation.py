@@ -359,7 +359,7 @@ def _resample(data: torch.Tensor, seg: torch.Tensor, idx: list[int], affines: li
     stacked = torch.empty((n, c + len(fg), *sub_data.shape[2:]), dtype=sub_data.dtype, device=dev)
     stacked[:, :c] = sub_data
     for k, v in enumerate(fg):
-        stacked[:, c + k] = sub_seg == v
+        torch.eq(sub_seg, v, out=stacked[:, c + k])  # writes 0. / 1. straight into the stack
     res = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     out_data[index] = res[:, :c]
     # argmax over (background, fg...) with background = 1 - sum(fg): outside the image all
@@ -457,13 +457,27 @@ def _brightness(data: torch.Tensor, cfg: AugmentationConfig, rng: np.random.Gene
         data[i].mul_(torch.as_tensor(factors, dtype=data.dtype, device=data.device).view(-1, *[1] * (data.ndim - 2)))
 
 
+def _row_stats(x: torch.Tensor, std: bool = False) -> tuple[torch.Tensor, ...]:
+    """Per-row ``(mean, min, max[, std])`` of ``(N, V)``, keepdim.
+
+    Written out because ``torch.aminmax``/``torch.std_mean`` over a dimension are 5-15x slower
+    on CPU than ``amin``/``amax``/``mean`` and a norm of the centred rows (Bessel-corrected std,
+    as ``torch.std``).
+    """
+    mean = x.mean(1, keepdim=True)
+    lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)
+    if not std:
+        return mean, lo, hi
+    sd = torch.linalg.vector_norm(x - mean, dim=1, keepdim=True) / math.sqrt(max(x.shape[1] - 1, 1))
+    return mean, lo, hi, sd
+
+
 def _contrast(data: torch.Tensor, cfg: AugmentationConfig, rng: np.random.Generator) -> None:
     sel = _pick(rng, data.shape[0], cfg.p_contrast)
     for i in sel:
         factors = [_bg_contrast(rng, *cfg.contrast) for _ in range(data.shape[1])]
         x = _flat(data[i])
-        mean = x.mean(1, keepdim=True)
-        lo, hi = torch.aminmax(x, dim=1, keepdim=True)
+        mean, lo, hi = _row_stats(x)
         m = torch.as_tensor(factors, dtype=x.dtype, device=x.device)[:, None]
         y = (x - mean).mul_(m).add_(mean)
         data[i] = torch.clamp(y, lo, hi).view_as(data[i])
@@ -498,11 +512,11 @@ def _gamma(data: torch.Tensor, p: float, invert: bool, cfg: AugmentationConfig, 
     g = torch.as_tensor(gammas, dtype=x.dtype, device=x.device)[:, None]
     if invert:
         x = x.neg_()
-    std, mean = torch.std_mean(x, dim=1, keepdim=True)
-    lo, hi = torch.aminmax(x, dim=1, keepdim=True)
+    mean, lo, hi, std = _row_stats(x, std=True)
     rng_ = hi - lo
-    x = ((x - lo) / rng_.clamp_min(1e-7)).pow_(g).mul_(rng_).add_(lo)
-    std2, mean2 = torch.std_mean(x, dim=1, keepdim=True)
+    # x ** g as exp(g * log x): 3x faster than pow on CPU; log 0 = -inf gives 0 ** g = 0
+    x = torch.exp(torch.log((x - lo) / rng_.clamp_min(1e-7)).mul_(g)).mul_(rng_).add_(lo)
+    mean2, _, _, std2 = _row_stats(x, std=True)
     x = (x - mean2).mul_(std / std2.clamp_min(1e-7)).add_(mean)
     if invert:
         x = x.neg_()
