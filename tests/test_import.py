@@ -305,3 +305,17 @@ def test_sixteen_bit_grey_pictures_stay_lossless(tmp_path):
     import_dataset(src, tmp_path / "raw", num_processes=1)
     case = load_dataset(tmp_path / "raw").training_cases()[0]
     np.testing.assert_array_equal(read_image(case.images[0])[0][0], image)
+
+
+def test_images_and_masks_in_one_folder(tmp_path):
+    src = tmp_path / "src"
+    rng = np.random.default_rng(9)
+    masks = {}
+    for k in range(3):
+        _save(rng.integers(0, 256, (24, 20), dtype=np.uint8), src / "all" / f"scan{k}.png")
+        masks[f"scan{k}"] = _blob(rng)
+        _save(masks[f"scan{k}"], src / "all" / f"scan{k}_mask.png")
+    report = import_dataset(src, tmp_path / "raw", images="all", masks="all", num_processes=1)
+    assert report.cases == sorted(masks) and not report.skipped
+    for name, label in _labels(tmp_path / "raw").items():
+        np.testing.assert_array_equal(label, masks[name] > 127)

@@ -248,12 +248,13 @@ def _keyed(files: Sequence[Path], prefix: str, suffix: str,
 
 def _choose_affixes(images: Sequence[Path], masks: Sequence[Path], image_prefix: str | None,
                     image_suffix: str | None, mask_prefix: str | None,
-                    mask_suffix: str | None) -> tuple[str, str, str, str]:
+                    mask_suffix: str | None, same_folder: bool = False) -> tuple[str, str, str, str]:
     """Pick the prefix/suffix rules that pair the most files (ties: the least stripping).
 
     Given values are used as they are; missing ones are chosen among ``""``, the known
     conventions and a trailing token shared by every file name. Only affixes that occur in at
-    least one name are tried, so this stays fast for thousands of files.
+    least one name are tried, so this stays fast for thousands of files. When images and masks
+    share a folder, masks need a prefix or suffix (else every file would pair with itself).
     """
     img_stems = [strip_ending(f) for f in images]
     msk_stems = [strip_ending(f) for f in masks]
@@ -279,6 +280,8 @@ def _choose_affixes(images: Sequence[Path], masks: Sequence[Path], image_prefix:
             keys_i = {k for k, v in _keyed(images, a, b, img_stems).items() if len(v) == 1}
             for c in mp:
                 for d in ms:
+                    if same_folder and not c and not d:
+                        continue
                     count = len(keys_i & mask_keys[(c, d)])
                     if count > best_count:  # strict: earlier (less stripping) wins ties
                         best, best_count = (a, b, c, d), count
@@ -549,7 +552,7 @@ def import_dataset(source: str | Path, dest: str | Path, *, images: str | None =
         raise DataError("no image files found", image_dir)
     listed: dict[Path, list[Path]] = {}
     for d in {d for d, _ in sources}:
-        listed[d] = _list_files(d, "masks", skipped)
+        listed[d] = list(image_files) if d.resolve() == image_dir.resolve() else _list_files(d, "masks", skipped)
 
     rules: dict = {"images": str(image_dir.relative_to(source)), "mask_sources": []}
     source_keys: list[dict[str, list[Path]]] = []
@@ -557,12 +560,20 @@ def import_dataset(source: str | Path, dest: str | Path, *, images: str | None =
     for d, suffix in sources:
         # With one folder and several suffixes, each suffix must only see its own files.
         ip, is_, mp, ms = _choose_affixes(image_files, listed[d], image_prefix if chosen_img is None else chosen_img[0],
-                                          image_suffix if chosen_img is None else chosen_img[1], mask_prefix, suffix)
+                                          image_suffix if chosen_img is None else chosen_img[1], mask_prefix, suffix,
+                                          same_folder=d.resolve() == image_dir.resolve())
         chosen_img = chosen_img or (ip, is_)
         source_keys.append(_keyed(listed[d], mp, ms))
         rules["mask_sources"].append({"folder": str(d.relative_to(source)), "prefix": mp, "suffix": ms})
     assert chosen_img is not None
     rules["image_prefix"], rules["image_suffix"] = chosen_img
+    keyed_masks = {f for keys in source_keys for fs in keys.values() for f in fs}
+    if image_dir.resolve() in {d.resolve() for d in listed}:
+        # Images and masks in one folder: the files that follow a mask rule are masks, the rest images.
+        image_files = [f for f in image_files if f not in keyed_masks]
+        for d in listed:
+            if d.resolve() == image_dir.resolve():
+                listed[d] = [f for f in listed[d] if f in keyed_masks]
     image_keys = _keyed(image_files, *chosen_img)
 
     # Files that match no rule at all.
@@ -571,7 +582,6 @@ def import_dataset(source: str | Path, dest: str | Path, *, images: str | None =
         if f not in keyed_images:
             skipped.append(Skipped(str(f), f"name does not match the image rule (prefix {chosen_img[0]!r}, "
                                            f"suffix {chosen_img[1]!r})"))
-    keyed_masks = {f for keys in source_keys for fs in keys.values() for f in fs}
     for d in listed:
         for f in listed[d]:
             if f not in keyed_masks:
