@@ -444,3 +444,45 @@ def test_drive_rgb_smoke(tmp_path):
     assert data.shape[0] == 3 and data.ndim == 3 and 0 <= data.min() and data.max() <= 1
     assert props["original_shape"] == [584, 565] and locs["class_1"].shape[1] == 2
     assert tuple(props["shape_after_crop"]) == data.shape[1:]
+
+
+# ----------------------------------------------------------------------------------- nnU-Net parity
+
+NNUNET_PYTHON = Path(__file__).resolve().parents[1] / ".venv-nnunet" / "bin" / "python"
+
+_NNUNET_SCRIPT = """
+import sys, numpy as np
+from nnunetv2.preprocessing.resampling.default_resampling import resample_data_or_seg_to_shape
+folder = sys.argv[1]
+x, lab = np.load(folder + '/x.npy'), np.load(folder + '/lab.npy')
+for i, (cur, new, shape) in enumerate(eval(sys.argv[2])):
+    np.save(f'{folder}/nn_img_{i}.npy', resample_data_or_seg_to_shape(x, shape, cur, new, False, 3, 0, None))
+    np.save(f'{folder}/nn_lab_{i}.npy', resample_data_or_seg_to_shape(lab[None], shape, cur, new, True, 1, 0, None)[0])
+"""
+
+
+@pytest.mark.slow
+def test_resampling_matches_nnunet(tmp_path):
+    """Same shapes and values as nnU-Net v2's resampling (needs benchmarks/setup_nnunet_venv.sh)."""
+    import subprocess
+
+    from scipy.ndimage import gaussian_filter
+
+    if not NNUNET_PYTHON.exists():
+        pytest.skip(f"nnU-Net venv not found at {NNUNET_PYTHON}")
+    rng = np.random.default_rng(0)
+    x = gaussian_filter(rng.normal(size=(12, 40, 44)), 1.5).astype(np.float32)[None]
+    lab = np.zeros((12, 40, 44), np.int16)
+    zz, yy, xx = np.meshgrid(*[np.arange(s) for s in lab.shape], indexing="ij")
+    lab[((zz - 6) / 4) ** 2 + ((yy - 20) / 12) ** 2 + ((xx - 22) / 14) ** 2 <= 1] = 1
+    lab[((zz - 6) / 3) ** 2 + ((yy - 20) / 6) ** 2 + ((xx - 22) / 5) ** 2 <= 1] = 2
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "lab.npy", lab)
+    cases = [((1.0, 1.0, 1.0), (0.8, 1.3, 0.9)), ((5.0, 1.0, 1.0), (3.0, 1.4, 1.4)), ((1.0, 1.0, 1.0), (4.0, 1.0, 1.0))]
+    spec = [(c, n, compute_new_shape(x.shape[1:], c, n)) for c, n in cases]
+    subprocess.run([str(NNUNET_PYTHON), "-c", _NNUNET_SCRIPT, str(tmp_path), repr(spec)], check=True)
+    for i, (cur, new, shape) in enumerate(spec):
+        ours = resample_image(x, shape, cur, new)
+        np.testing.assert_allclose(ours, np.load(tmp_path / f"nn_img_{i}.npy"), atol=1e-5)
+        theirs = np.load(tmp_path / f"nn_lab_{i}.npy")
+        assert np.mean(resample_label(lab, shape, cur, new) == theirs) > 0.99

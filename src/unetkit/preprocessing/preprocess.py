@@ -258,6 +258,7 @@ def _run_task(task: _Task, plans: dict) -> _Result:
     from unetkit.data.io import read_images, read_label
 
     timings: dict[str, float] = {}
+    done: list[str] = []
     try:
         t0 = time.perf_counter()
         images, geometry = read_images([Path(p) for p in task.images], task.case)
@@ -284,6 +285,7 @@ def _run_task(task: _Task, plans: dict) -> _Result:
                              plans_fingerprint=cache.preprocessing_fingerprint(plans, configuration))
                 cache.link_case(written[key], folder, task.case, props)
                 timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t2
+                done.append(configuration)
                 continue
             data, seg, props = _process_cropped(cropped, plans, configuration, timings)
             t2 = time.perf_counter()
@@ -293,11 +295,12 @@ def _run_task(task: _Task, plans: dict) -> _Result:
             cache.write_case(folder, task.case, data, seg, locations, {"case": task.case, **props})
             written[key] = folder
             timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t3
+            done.append(configuration)
     except DataError as exc:
-        return _Result(task.case, [], timings, str(exc))
+        return _Result(task.case, done, timings, str(exc))
     except (ValueError, KeyError, MemoryError, OSError) as exc:
-        return _Result(task.case, [], timings, f"case {task.case!r}: {type(exc).__name__}: {exc}")
-    return _Result(task.case, [c for c, _ in task.configurations], timings)
+        return _Result(task.case, done, timings, f"case {task.case!r}: {type(exc).__name__}: {exc}")
+    return _Result(task.case, done, timings)
 
 
 def _array_key(plans: dict, configuration: str, spacing_after_transpose: list[float]) -> str:
