@@ -257,6 +257,7 @@ class TrainResult:
     last_pseudo_dice: list[float] = field(default_factory=list)
     seconds_per_iteration: float | None = None
     data_wait_share: float | None = None
+    network: torch.nn.Module | None = None   # the trained bare network (in-process callers, tests)
 
 
 def prepare_run(workdir: str | Path | None, dataset: str | Path, configuration: str, fold: int | str,
@@ -324,6 +325,17 @@ def _checkpoint_meta(run: TrainingRun, epoch: int, history: TrainingHistory, bes
         "num_parameters": sum(p.numel() for p in unwrap_model(model).parameters()),
         "torch_version": torch.__version__,
     }
+
+
+def parameters_spread(network: torch.nn.Module, ctx: DistContext) -> float:
+    """Largest difference of any parameter between processes (0.0 when DDP kept them in sync)."""
+    import torch.distributed as dist
+
+    flat = torch.cat([p.detach().reshape(-1).double() for p in unwrap_model(network).parameters()])
+    high, low = flat.clone(), flat.clone()
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    return float((high - low).abs().max().item())
 
 
 def _clean_nan(x: float | None) -> float | None:
@@ -531,9 +543,14 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
         train_loader.close()
         if val_loader is not None:
             val_loader.close()
+    if ctx.enabled:
+        spread = parameters_spread(network, ctx)
+        log(f"parameters of the {ctx.world_size} processes differ by at most {spread:.3g}")
+        if spread > 0:
+            raise TrainingError(f"distributed processes ended with different parameters (max difference {spread})")
     med = float(np.median(step_times)) if step_times else None
     log(f"finished {cfg.epochs} epochs; median {med:.3f}s per iteration, data wait "
         f"{100 * wait_total / max(step_total, 1e-9):.1f}% of step time; best EMA pseudo-Dice "
         f"{best_ema if best_ema is None else round(best_ema, 4)}" if med is not None else "finished")
     return TrainResult(out, cfg.epochs, _clean_nan(best_ema), history.values["pseudo_dice"][-1],
-                       med, wait_total / max(step_total, 1e-9))
+                       med, wait_total / max(step_total, 1e-9), unwrap_model(network))
