@@ -316,7 +316,11 @@ def _write_picture(array: np.ndarray, path: Path) -> None:
                 if array.min() < 0 or array.max() > 65535:
                     raise DataError(f"values [{array.min()}, {array.max()}] do not fit a picture file", path)
                 array = array.astype(np.uint8 if array.max() <= 255 else np.uint16)
-            Image.fromarray(array).save(tmp, format=ending.lstrip(".").upper().replace("TIF", "TIFF"))
+            fmt = ending.lstrip(".").upper()
+            # zlib level 1 is ~3x faster than Pillow's default 6 on photographs and ~10 % larger;
+            # imports and predictions write every picture once, so speed wins.
+            options = {"compress_level": 1} if fmt == "PNG" else {}
+            Image.fromarray(np.ascontiguousarray(array)).save(tmp, format=fmt, **options)
 
 
 def write_image(array: np.ndarray, path: str | Path, geometry: Geometry) -> None:

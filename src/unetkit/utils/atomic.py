@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 TMP_PREFIX = ".tmp-"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -53,6 +55,8 @@ def atomic_path(destination: str | os.PathLike, suffix: str | None = None, durab
                                     dir=destination.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp creates 0600; give the output the permissions an ordinary file would get.
+    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield tmp
         if durable:
