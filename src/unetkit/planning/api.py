@@ -1,0 +1,106 @@
+"""``plan_dataset``: fingerprint a raw dataset (or reuse its fingerprint) and write plans.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+from unetkit.data.dataset import load_dataset
+from unetkit.data.errors import DataError
+from unetkit.planning.planner import DEVICE_MEMORY_GB, PlannerSettings, plan_experiment
+from unetkit.planning.plans import validate_plans
+from unetkit.planning.jsonfmt import write_readable_json
+from unetkit.utils.atomic import read_json
+from unetkit.utils.paths import WorkPaths
+
+
+def budget_for(memory_gb: float | None, device: str | None) -> float:
+    """The planning budget (GB): ``memory_gb`` when given, else the device preset (gpu: 8)."""
+    if memory_gb is not None:
+        if memory_gb <= 0:
+            raise ValueError(f"memory budget must be positive, got {memory_gb} GB")
+        return float(memory_gb)
+    device = device or "gpu"
+    if device not in DEVICE_MEMORY_GB:
+        raise ValueError(f"unknown device preset {device!r}; choose one of {sorted(DEVICE_MEMORY_GB)}")
+    return DEVICE_MEMORY_GB[device]
+
+
+def _fingerprint_is_current(fp: dict, case_names: list[str], num_channels: int) -> bool:
+    # A fingerprint of another version of the dataset (cases added, removed or renamed) would
+    # silently mislead the planner; it is re-extracted instead.
+    return fp.get("case_names") == case_names and fp.get("num_channels") == num_channels
+
+
+def plan_dataset(dataset_root: str | Path, workdir: str | Path | None = None, memory_gb: float | None = 8.0,
+                 num_processes: int | None = None, force: bool = False, device: str | None = None,
+                 name: str | None = None, log: Callable[[str], None] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write ``WORKDIR/NAME/fingerprint.json`` and ``plans.json`` for a raw dataset.
+
+    Args:
+        dataset_root: raw dataset folder (dataset.json, imagesTr, labelsTr).
+        workdir: work root (default ``./unetkit_work``); NAME is the dataset folder's name.
+        memory_gb: planning budget in nnU-Net's GPU-memory units (8 = nnU-Net's default).
+            ``None`` takes the ``device`` preset.
+        num_processes: fingerprint worker processes (default: CPUs, at most 8).
+        force: re-extract the fingerprint even if fingerprint.json exists and matches the
+            dataset's cases.
+        device: ``"gpu"`` or ``"cpu"`` budget preset, used when ``memory_gb`` is None.
+        name: dataset name in the work folder (default: the folder's name).
+        log: optional callback for one-line progress messages.
+        progress: optional ``progress(done, total)`` callback during fingerprinting.
+
+    Returns:
+        Path of the written plans.json.
+    """
+    from unetkit.data.fingerprint import extract_fingerprint, load_fingerprint
+
+    say = log or (lambda message: None)
+    budget = budget_for(memory_gb, device)
+    dataset = load_dataset(dataset_root)
+    paths = WorkPaths.for_dataset(dataset_root, workdir, name)
+    case_names = [c.name for c in dataset.training_cases()]
+
+    fingerprint = None
+    if paths.fingerprint.is_file() and not force:
+        try:
+            fingerprint = load_fingerprint(paths.fingerprint)
+        except DataError as exc:
+            say(f"existing fingerprint unusable ({exc.message}); extracting again")
+        else:
+            if _fingerprint_is_current(fingerprint, case_names, dataset.num_channels):
+                say(f"reusing fingerprint {paths.fingerprint} (use --force to extract again)")
+            else:
+                say("existing fingerprint was made from other cases; extracting again")
+                fingerprint = None
+    if fingerprint is None:
+        say(f"extracting fingerprint of {len(case_names)} cases")
+        fingerprint = extract_fingerprint(dataset, num_processes=num_processes, progress=progress)
+        fingerprint["dataset_name"] = paths.root.name
+        write_readable_json(paths.fingerprint, fingerprint)
+
+    plans = plan_experiment(fingerprint, {str(k): v for k, v in dataset.channel_names.items()},
+                            {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataset.labels.items()},
+                            num_segmentation_heads=dataset.num_segmentation_heads,
+                            settings=PlannerSettings(memory_gb=budget))
+    plans["dataset_name"] = paths.root.name
+    if device is not None and memory_gb is None:
+        plans["device_preset"] = device
+    validate_plans(plans, paths.plans)
+
+    # Like nnU-Net: configurations a person added to an existing plans.json are kept; the
+    # generated ones are replaced.
+    if paths.plans.is_file():
+        try:
+            old = read_json(paths.plans)
+            extra = {k: v for k, v in old.get("configurations", {}).items() if k not in plans["configurations"]}
+        except (ValueError, AttributeError, json.JSONDecodeError):
+            extra = {}
+        if extra:
+            say(f"keeping hand-added configurations {sorted(extra)} from the existing plans.json")
+            plans["configurations"].update(extra)
+            validate_plans(plans, paths.plans)
+    write_readable_json(paths.plans, plans)
+    return paths.plans
