@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+
+# Before torch loads OpenMP: on a shared, oversubscribed CPU, spinning OpenMP threads make small
+# tensor ops 10-20x slower; passive waiting keeps the test suite fast (see docs/models.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pathlib import Path  # noqa: E402
 
 import pytest
 
