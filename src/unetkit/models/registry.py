@@ -23,6 +23,7 @@ import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any
 
 import torch
@@ -218,8 +219,9 @@ def create_model(name: str, spatial_dims: int, in_channels: int, num_classes: in
     if deep_supervision and not info.deep_supervision:
         raise ValueError(f"model {name!r} has no deep-supervision outputs; create it with deep_supervision=False")
     for label, value in (("in_channels", in_channels), ("num_classes", num_classes)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{label} must be a positive integer, got {value!r}")
+    in_channels, num_classes = int(in_channels), int(num_classes)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     accepted = _keyword_names(builder)
     if accepted is not None:
