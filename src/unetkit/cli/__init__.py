@@ -22,6 +22,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("plan", "unetkit.cli.plan_cmd", "extract the dataset fingerprint and write plans.json"),
     ("preprocess", "unetkit.cli.preprocess_cmd", "crop, normalize and resample a dataset into the training cache"),
     ("train", "unetkit.cli.train_cmd", "train a configuration on one cross-validation fold"),
+    ("predict", "unetkit.cli.predict_cmd", "predict new images with trained models (folds, ensembles)"),
 ]
 
 
