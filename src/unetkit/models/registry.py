@@ -33,6 +33,8 @@ from torch import nn
 FAMILY_MODULES: tuple[str, ...] = (
     "unetkit.models.plain_unet",
     "unetkit.models.resenc_unet",
+    "unetkit.models.unet_classic", "unetkit.models.unetpp", "unetkit.models.unet3plus", "unetkit.models.attention_unet",
+    "unetkit.models.r2unet", "unetkit.models.resunetpp", "unetkit.models.multiresunet", "unetkit.models.u2net",
 )
 
 #: What a registered builder is called with: (spatial_dims, in_channels, num_classes,
