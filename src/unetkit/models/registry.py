@@ -35,6 +35,10 @@ FAMILY_MODULES: tuple[str, ...] = (
     "unetkit.models.resenc_unet",
     "unetkit.models.unet_classic", "unetkit.models.unetpp", "unetkit.models.unet3plus", "unetkit.models.attention_unet",
     "unetkit.models.r2unet", "unetkit.models.resunetpp", "unetkit.models.multiresunet", "unetkit.models.u2net",
+    "unetkit.models.stunet",
+    "unetkit.models.mednext",
+    "unetkit.models.neunet",
+    "unetkit.models.lightweight",
 )
 
 #: What a registered builder is called with: (spatial_dims, in_channels, num_classes,
