@@ -534,8 +534,12 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
                 if done == cfg.epochs:
                     save_checkpoint(out, "checkpoint_final", model, optimizer=optimizer, grad_scaler=scaler, meta=meta)
                     remove_checkpoint(out, "checkpoint_latest")
+                timing = {"median_seconds_per_iteration": float(np.median(step_times)),
+                          "data_wait_share": wait_total / max(step_total, 1e-9),
+                          "iterations_timed": len(step_times)}  # this session's iterations (not before a resume)
                 write_progress_json(out / "progress.json", history,
-                                    {"configuration": run.configuration, "fold": run.fold, "class_names": list(run.labels.names)})
+                                    {"configuration": run.configuration, "fold": run.fold,
+                                     "class_names": list(run.labels.names), "timing": timing})
                 if done % cfg.plot_every == 0 or done == cfg.epochs:
                     plot_progress(out / "progress.png", history, list(run.labels.names))
             barrier(ctx)
