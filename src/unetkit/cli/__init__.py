@@ -22,6 +22,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("plan", "unetkit.cli.plan_cmd", "extract the dataset fingerprint and write plans.json"),
     ("preprocess", "unetkit.cli.preprocess_cmd", "crop, normalize and resample a dataset into the training cache"),
     ("train", "unetkit.cli.train_cmd", "train a configuration on one cross-validation fold"),
+    ("models", "unetkit.cli.models_cmd", "list the registered models with parameters and FLOPs"),
+    ("profile", "unetkit.cli.profile_cmd", "parameters, FLOPs, latency and peak memory of one model"),
     ("predict", "unetkit.cli.predict_cmd", "predict new images with trained models (folds, ensembles)"),
 ]
 

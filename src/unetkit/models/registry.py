@@ -39,6 +39,8 @@ FAMILY_MODULES: tuple[str, ...] = (
     "unetkit.models.mednext",
     "unetkit.models.neunet",
     "unetkit.models.lightweight",
+    "unetkit.models.transunet", "unetkit.models.swin_unet", "unetkit.models.unetr", "unetkit.models.swin_unetr",
+    "unetkit.models.focal_unet", "unetkit.models.umamba", "unetkit.models.xlstm_unet",
 )
 
 #: What a registered builder is called with: (spatial_dims, in_channels, num_classes,
@@ -197,7 +199,7 @@ def model_info(name: str) -> ModelInfo:
 
 
 def create_model(name: str, spatial_dims: int, in_channels: int, num_classes: int,
-                 deep_supervision: bool = True, **kwargs: Any) -> nn.Module:
+                 deep_supervision: bool | None = None, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name``.
 
     Args:
@@ -205,7 +207,9 @@ def create_model(name: str, spatial_dims: int, in_channels: int, num_classes: in
         spatial_dims: 2 or 3.
         in_channels: input channels (image modalities).
         num_classes: output channels (segmentation heads, background included).
-        deep_supervision: return one output per decoder level, full resolution first.
+        deep_supervision: return one output per decoder level, full resolution first. ``None``
+            (the default) means "if the model has deep-supervision outputs"; ``True`` on a model
+            without them is an error.
         **kwargs: the plan's ``architecture.kwargs``; ``None`` values mean "the default".
 
     Returns:
@@ -222,6 +226,8 @@ def create_model(name: str, spatial_dims: int, in_channels: int, num_classes: in
     """
     info, builder = _lookup(name)
     info._check_dims(spatial_dims)
+    if deep_supervision is None:
+        deep_supervision = info.deep_supervision
     if deep_supervision and not info.deep_supervision:
         raise ValueError(f"model {name!r} has no deep-supervision outputs; create it with deep_supervision=False")
     for label, value in (("in_channels", in_channels), ("num_classes", num_classes)):
