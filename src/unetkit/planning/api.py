@@ -86,6 +86,10 @@ def plan_dataset(dataset_root: str | Path, workdir: str | Path | None = None, me
                             num_segmentation_heads=dataset.num_segmentation_heads,
                             settings=PlannerSettings(memory_gb=budget))
     plans["dataset_name"] = paths.root.name
+    if dataset.regions_class_order is not None:
+        # Region-based datasets: training and inference need the order in which regions are
+        # painted back into one label map (nnU-Net's regions_class_order).
+        plans["regions_class_order"] = list(dataset.regions_class_order)
     if device is not None and memory_gb is None:
         plans["device_preset"] = device
     validate_plans(plans, paths.plans)

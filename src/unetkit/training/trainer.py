@@ -113,29 +113,44 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def build_network(plans: dict, entry: dict, config: TrainingConfig, num_heads: int,
-                  log: Callable[..., None] = lambda *a: None) -> torch.nn.Module:
-    """The registry model ``config.arch`` with the plan's topology as keyword arguments.
+def network_spec(plans: dict, entry: dict, config: TrainingConfig, num_heads: int,
+                 log: Callable[..., None] = lambda *a: None) -> dict[str, Any]:
+    """What to build: the registry model ``config.arch`` with the plan's topology.
 
-    With ``--arch`` naming another family, keywords that family does not take are dropped
-    (and logged), keeping the plan's stages, widths, kernels and strides.
+    The returned dict (name, spatial_dims, in_channels, num_classes, deep_supervision, kwargs)
+    is exactly what :func:`build_network` builds and what the checkpoint records, so inference
+    rebuilds the same network. With ``--arch`` naming another family, keywords that family does
+    not take are dropped (and logged), keeping the plan's stages, widths, kernels and strides;
+    deep supervision is used only if the model has it.
     """
-    from unetkit.models import create_model
+    from unetkit.models import create_model, model_info
 
     arch = entry["architecture"]
-    kwargs = dict(arch.get("kwargs", {}))
-    spatial_dims = len(entry["patch_size"])
-    in_channels = int(plans["num_input_channels"])
+    info = model_info(config.arch)
+    deep_supervision = bool(config.deep_supervision and info.deep_supervision)
+    if config.deep_supervision and not info.deep_supervision:
+        log(f"--arch {config.arch}: the model has no deep-supervision outputs; training on its single output")
+    spec = {"name": config.arch, "spatial_dims": len(entry["patch_size"]),
+            "in_channels": int(plans["num_input_channels"]), "num_classes": int(num_heads),
+            "deep_supervision": deep_supervision, "kwargs": dict(arch.get("kwargs", {}))}
     try:
-        return create_model(config.arch, spatial_dims, in_channels, num_heads,
-                            deep_supervision=config.deep_supervision, **kwargs)
+        with torch.device("meta"):  # validates the keywords without allocating anything
+            build_network(spec)
     except TypeError as exc:
         if config.arch == arch["name"]:
             raise TrainingError(f"plans.json: architecture {arch['name']!r} rejects the plan's kwargs: {exc}") from exc
-        topology = {k: v for k, v in kwargs.items() if k in ("n_stages", "features_per_stage", "kernel_sizes", "strides")}
-        log(f"--arch {config.arch}: dropped plan keywords it does not take ({exc}); kept {sorted(topology)}")
-        return create_model(config.arch, spatial_dims, in_channels, num_heads,
-                            deep_supervision=config.deep_supervision, **topology)
+        topology = ("n_stages", "features_per_stage", "kernel_sizes", "strides")
+        spec["kwargs"] = {k: v for k, v in spec["kwargs"].items() if k in topology}
+        log(f"--arch {config.arch}: dropped plan keywords it does not take ({exc}); kept {sorted(spec['kwargs'])}")
+    return spec
+
+
+def build_network(spec: dict[str, Any]) -> torch.nn.Module:
+    """Build the network described by :func:`network_spec` (or a checkpoint's ``architecture``)."""
+    from unetkit.models import create_model
+
+    return create_model(spec["name"], spec["spatial_dims"], spec["in_channels"], spec["num_classes"],
+                        deep_supervision=spec["deep_supervision"], **spec["kwargs"])
 
 
 def configure_determinism(config: TrainingConfig, device: torch.device) -> None:
@@ -245,6 +260,7 @@ class TrainingRun:
     train_cases: list[str]
     val_cases: list[str]
     preprocessed: Path
+    network: dict[str, Any] | None = None   # network_spec(...), set when the network is built
 
 
 @dataclass
@@ -300,7 +316,6 @@ def _plans_for_checkpoint(run: TrainingRun) -> dict:
 
 def _checkpoint_meta(run: TrainingRun, epoch: int, history: TrainingHistory, best_ema: float | None,
                      model: torch.nn.Module, ctx: DistContext) -> dict[str, Any]:
-    arch = run.entry["architecture"]
     return {
         "epoch": epoch,
         "configuration": run.configuration,
@@ -308,12 +323,7 @@ def _checkpoint_meta(run: TrainingRun, epoch: int, history: TrainingHistory, bes
         "dataset_name": run.plans.get("dataset_name", run.paths.root.name),
         "training_config": run.config.to_dict(),
         "plans": _plans_for_checkpoint(run),
-        "architecture": {"name": run.config.arch,
-                         "kwargs": arch.get("kwargs", {}) if run.config.arch == arch["name"] else {},
-                         "spatial_dims": len(run.entry["patch_size"]),
-                         "in_channels": int(run.plans["num_input_channels"]),
-                         "num_classes": run.labels.num_heads,
-                         "deep_supervision": run.config.deep_supervision},
+        "architecture": dict(run.network or {}),
         "labels": {"labels": run.plans["labels"], "ignore_label": run.labels.ignore_label,
                    "regions": [list(r) for r in run.labels.regions] if run.labels.regions else None,
                    "regions_class_order": list(run.labels.regions_class_order) if run.labels.regions_class_order
@@ -405,7 +415,8 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
         f"patch {run.entry['patch_size']}, global batch {cfg.batch_size} (per process {local_sizes})")
     log("config " + json.dumps(cfg.to_dict()))
 
-    network = build_network(run.plans, run.entry, cfg, run.labels.num_heads, log).to(device)
+    run.network = network_spec(run.plans, run.entry, cfg, run.labels.num_heads, log)
+    network = build_network(run.network).to(device)
     log(f"network {cfg.arch}: {sum(p.numel() for p in network.parameters()):,} parameters")
     optimizer = make_optimizer(network, cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
