@@ -25,6 +25,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("models", "unetkit.cli.models_cmd", "list the registered models with parameters and FLOPs"),
     ("profile", "unetkit.cli.profile_cmd", "parameters, FLOPs, latency and peak memory of one model"),
     ("predict", "unetkit.cli.predict_cmd", "predict new images with trained models (folds, ensembles)"),
+    ("evaluate", "unetkit.cli.evaluate_cmd", "evaluate predictions against references (Dice, HD95, NSD, ...)"),
+    ("select", "unetkit.cli.select_cmd", "rank trained configurations and ensembles on cross-validation"),
 ]
 
 
