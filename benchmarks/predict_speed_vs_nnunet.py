@@ -16,8 +16,9 @@ the script, in one run on this machine,
    step 0.5, mirroring on, fold 0), each twice: once from scratch and once again with
    ``--continue`` (every case skipped), so that the start-up (imports, model loading) is
    measured and taken out: seconds per case = (full run - start-up run) / cases;
-5. measures the floor: the network's bare forward pass (batch 1, eval, inference mode) times
-   the number of tiles and mirror passes each case needs, summed over the cases;
+5. measures the floor: the network's bare forward pass (batch 1, eval, inference mode; median of
+   ``--floor-repeats``, the mean of a measurement before and one after the runs) times the
+   number of tiles and mirror passes each case needs, averaged over the cases;
 6. compares the two tools' label maps voxel by voxel (same weights: they should agree) and
    prints one table with seconds per case, the ratios to the floor and to nnU-Net, the load
    average and the commands.
@@ -336,6 +337,9 @@ def bench_dataset(key: str, args, tmp: Path, nn_python: Path | None, threads: in
         result["nnunet_weights_max_abs_difference"] = json.loads(proc.stdout.strip().splitlines()[-1])[
             "max_abs_output_difference"]
 
+    # the floor, measured before and after the runs (a shared machine's load drifts)
+    forward_before, _ = forward_floor(model_dir, args.floor_repeats)
+
     # timings: full run, then a run that skips every case (start-up only)
     out_uk = tmp / "pred_uk" / name
     uk_args = ["predict", "-i", str(inputs), "-o", str(out_uk), "-m", str(model_dir), "-f", "0", "--device", "cpu",
@@ -355,10 +359,11 @@ def bench_dataset(key: str, args, tmp: Path, nn_python: Path | None, threads: in
         result["nnunet"] = {"wall": full, "startup": startup, "per_case": (full - startup) / result["cases"]}
         result["label_agreement"] = agreement(out_uk, out_nn, ending)
 
-    # the floor
-    forward, patch = forward_floor(model_dir, args.floor_repeats)
+    forward_after, _ = forward_floor(model_dir, args.floor_repeats)
+    forward = (forward_before + forward_after) / 2
     passes = passes_per_case(model_dir, inputs)
     result["forward_seconds"] = forward
+    result["forward_seconds_before_after"] = [forward_before, forward_after]
     result["passes_per_case"] = statistics.mean(passes)
     result["floor_per_case"] = forward * statistics.mean(passes)
     return result
@@ -493,6 +498,7 @@ def report(results: list[dict], meta: dict) -> None:
         check = (f", nnU-Net copy of the weights: max output difference {r['nnunet_weights_max_abs_difference']:.2e}"
                  if "nnunet_weights_max_abs_difference" in r else "")
         print(f"  {r['dataset']}: patch {r['patch_size']}, features {r['features']}, forward {r['forward_seconds']:.3f} s "
+              f"(before {r['forward_seconds_before_after'][0]:.3f}, after {r['forward_seconds_before_after'][1]:.3f}) "
               f"x {r['passes_per_case']:.1f} passes; unetkit start-up {r['unetkit']['startup']:.1f} s{extra}{check}")
     print("goals: unetkit <= 1.1x floor; nnU-Net/unetkit >= 2x on DRIVE and ISBI")
     print(f"load average before {tuple(round(x, 2) for x in meta['load_before'])}, "

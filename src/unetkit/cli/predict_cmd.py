@@ -42,7 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--step-size", type=float, default=0.5, help="window stride as a fraction of the patch (0.5)")
     s.add_argument("--no-mirror", dest="mirror", action="store_false",
                    help="no test-time mirroring (2^axes times fewer forward passes, slightly worse)")
-    s.add_argument("--tile-batch", type=int, default=None, help="network inputs (tiles x mirrored copies) per forward pass (default: 2 on CPU; on CUDA up to 8 by patch size)")
+    s.add_argument("--tile-batch", type=int, default=None,
+                   help="network inputs (tiles x mirrored copies) per forward pass "
+                        "(default: 2 on CPU; on CUDA up to 8, fewer for large patches)")
     s.add_argument("--no-gaussian", dest="gaussian", action="store_false",
                    help="average overlapping tiles equally instead of Gaussian weighting")
     h = parser.add_argument_group("hardware")

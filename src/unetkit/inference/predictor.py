@@ -29,13 +29,13 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from unetkit.data.errors import DataError
-from unetkit.data.io import MEDICAL_ENDINGS, PICTURE_ENDINGS, SUPPORTED_ENDINGS, Geometry, file_ending, strip_ending
+from unetkit.data.io import MEDICAL_ENDINGS, PICTURE_ENDINGS, SUPPORTED_ENDINGS, Geometry, file_ending
 from unetkit.inference.export import LabelLayout, output_ending_for, prediction_paths, probabilities_to_labels, \
     write_prediction
 from unetkit.inference.sliding_window import DEFAULT_STEP_SIZE, sliding_window_logits
