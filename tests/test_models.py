@@ -305,8 +305,10 @@ def test_register_model_rejects_duplicates_and_checks_deep_supervision() -> None
 
         assert "_test_flat" in list_models(deep_supervision=False, family="test")
         with pytest.raises(ValueError, match="deep_supervision=False"):
-            create_model("_test_flat", 2, 1, 2)
+            create_model("_test_flat", 2, 1, 2, deep_supervision=True)
         assert isinstance(create_model("_test_flat", 2, 1, 2, deep_supervision=False, width=8), torch.nn.Conv2d)
+        # Left unsaid, deep supervision follows what the model has.
+        assert isinstance(create_model("_test_flat", 2, 1, 2, width=8), torch.nn.Conv2d)
     finally:
         registry._REGISTRY.pop("_test_flat", None)
 
