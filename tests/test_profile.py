@@ -60,3 +60,10 @@ def test_models_cli_lists_params_and_flops(capsys) -> None:
     assert main(["models", "--no-size", "--family", "sequence"]) == 0
     assert "umamba_bot" in capsys.readouterr().out
     assert main(["models", "--family", "nope"]) == 2
+
+
+def test_sequence_models_are_counted_on_meta() -> None:
+    """Their float32 sections switch autocast off only where it exists (not on meta)."""
+    for name in ("umamba_bot", "umamba_enc", "xlstm_unet_bot"):
+        size = model_size(name, 3, (32, 32, 32))
+        assert size["params"] > 0 and size["flops"] > 0

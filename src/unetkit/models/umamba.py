@@ -30,6 +30,7 @@ uses voxel tokens (documented difference).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -95,6 +96,14 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: to
     h = local + cum.exp() * torch.stack(entering, 1).unsqueeze(2)
     y = (h * Cm.view(b, nc, t, 1, n)).sum(-1).reshape(b, nc * t, d)
     return y[:, :length]
+
+
+def no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast switched off on CPU / CUDA (the sequence layers run in float32); nothing elsewhere
+    (the meta device used for counting has no autocast)."""
+    if device.type in ("cpu", "cuda"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _mamba_ssm_scan() -> Callable[..., torch.Tensor] | None:
@@ -164,7 +173,7 @@ class MambaLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype, shape = x.dtype, x.shape
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with no_autocast(x.device):
             flat = x.float().flatten(2)  # (B, C, L)
             if self.channel_token:
                 if flat.shape[-1] != self.dim:

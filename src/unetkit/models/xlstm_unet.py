@@ -30,7 +30,8 @@ from torch import nn
 
 from unetkit.models.registry import register_model
 from unetkit.models.topology import IntOrSeq
-from unetkit.models.umamba import TINY_KWARGS, SequenceUNet, build_sequence_unet, sequence_unet_kwargs
+from unetkit.models.umamba import (TINY_KWARGS, SequenceUNet, build_sequence_unet, no_autocast,
+                                    sequence_unet_kwargs)
 
 XLSTM_PAPER = ("Chen et al., xLSTM-UNet can be an Effective 2D & 3D Medical Image Segmentation Backbone with "
                "Vision-LSTM (ViL), arXiv:2407.01530 (Fig. 1; no parameter count reported); Alkin et al., "
@@ -124,7 +125,7 @@ class ViLBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype, shape = x.dtype, x.shape
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with no_autocast(x.device):
             t = x.float().flatten(2).transpose(1, 2)
             t = t + self.layer(self.norm(t))
         return t.transpose(1, 2).reshape(shape).to(dtype)
