@@ -23,7 +23,7 @@ In one run, on this machine, the script
 Usage::
 
     python benchmarks/train_speed_vs_nnunet.py [--epochs 3] [--iterations 10] [--num-workers 2]
-        [--data ../shared/datasets/Hippocampus] [--nnunet-venv .venv-nnunet] [--no-compile]
+        [--data ../shared/datasets/Hippocampus] [--nnunet-venv .venv-nnunet] [--compile]
         [--max-cases N] [--json results.json] [--keep]
 
 The nnU-Net environment comes from ``benchmarks/setup_nnunet_venv.sh``. This is a benchmark, not a
@@ -163,8 +163,11 @@ def unetkit_cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from unetkit.cli import main; sys.exit(main(sys.argv[1:]))", *args]
 
 
-def unetkit_floor(plans_entry: dict, steps: int, compile_: bool, threads: int) -> float:
-    """Median seconds of unetkit's bare training step (same network, loss, clipping, SGD) on a ready batch."""
+def unetkit_floor(plans_entry: dict, steps: int, compile_: bool, threads: int, channels_last: bool = False) -> float:
+    """Median seconds of unetkit's bare training step (same network, loss, clipping, SGD) on a ready batch.
+
+    ``channels_last`` measures the memory format the trainer uses on the CPU by default.
+    """
     import torch
 
     from unetkit.models import create_model
@@ -174,12 +177,17 @@ def unetkit_floor(plans_entry: dict, steps: int, compile_: bool, threads: int) -
     torch.manual_seed(0)
     arch = plans_entry["architecture"]
     net = create_model(arch["name"], len(plans_entry["patch_size"]), 1, 3, deep_supervision=True, **arch["kwargs"])
+    fmt = torch.channels_last_3d if len(plans_entry["patch_size"]) == 3 else torch.channels_last
+    if channels_last:
+        net = net.to(memory_format=fmt)
     model = torch.compile(net) if compile_ else net
     loss_fn = build_loss(LossSpec(batch_dice=bool(plans_entry["batch_dice"])))
     opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, weight_decay=3e-5, nesterov=True)
     g = torch.Generator().manual_seed(0)
     b, patch = plans_entry["batch_size"], plans_entry["patch_size"]
     x = torch.randn(b, 1, *patch, generator=g)
+    if channels_last:
+        x = x.contiguous(memory_format=fmt)
     y = torch.randint(0, 3, (b, 1, *patch), generator=g).to(torch.int16)
     warmup = 3 if compile_ else 2
     times = []
@@ -233,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-workers", type=int, default=2, help="data-loading processes (both)")
     parser.add_argument("--num-processes", type=int, default=2, help="preprocessing processes (both)")
     parser.add_argument("--floor-steps", type=int, default=10)
-    parser.add_argument("--no-compile", action="store_true", help="train unetkit eagerly (default: --compile)")
+    parser.add_argument("--compile", action="store_true",
+                        help="train unetkit with --compile (default: eager with channels-last, the trainer's CPU default)")
     parser.add_argument("--max-cases", type=int, default=None, help="use only the first N cases (smoke runs)")
     parser.add_argument("--skip-nnunet", action="store_true", help="only unetkit and the floors")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -308,9 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         args_train = ["train", name, "-c", CONFIG, "-f", "0", "--workdir", str(uk_work),
                       "--epochs", str(args.epochs), "--iterations-per-epoch", str(args.iterations),
                       "--val-iterations", str(args.val_iterations), "--num-workers", str(args.num_workers),
-                      "--device", "cpu", "--quiet"] + ([] if args.no_compile else ["--compile"])
+                      "--device", "cpu", "--quiet"] + (["--compile"] if args.compile else [])
         commands.append(shlex.join(["unetkit", *args_train]))
-        results["unetkit_compiled"] = not args.no_compile
+        results["unetkit_compiled"] = bool(args.compile)
         results["unetkit_wall_seconds"] = run(unetkit_cli(*args_train), None, tmp / "unetkit_train.log")
         out = uk_work / name / "models" / f"{CONFIG}__plain_unet" / "fold_0"
         results["unetkit"] = json.loads((out / "progress.json").read_text())["timing"]
@@ -318,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         # -- floors ---------------------------------------------------------------------------------------
         entry = json.loads(plans_path.read_text())["configurations"][CONFIG]
         results["floor_eager"] = unetkit_floor(entry, args.floor_steps, False, threads)
+        results["floor_eager_channels_last"] = unetkit_floor(entry, args.floor_steps, False, threads, True)
         results["floor_compiled"] = unetkit_floor(entry, args.floor_steps, True, threads)
         if not args.skip_nnunet:
             proc = subprocess.run([str(nn_python), "-c", NNUNET_FLOOR, str(nn_plans_file), str(args.floor_steps),
@@ -354,8 +364,8 @@ def report(r: dict) -> None:
     if "nnunet" in r:
         rows.append(("nnU-Net v2.8.1 (eager)", r["nnunet"], r.get("floor_nnunet_network_eager", r["floor_eager"])))
     compiled = r.get("unetkit_compiled", False)
-    rows.append((f"unetkit ({'compiled' if compiled else 'eager'})", r["unetkit"],
-                 r["floor_compiled"] if compiled else r["floor_eager"]))
+    rows.append((f"unetkit ({'compiled' if compiled else 'eager, channels-last'})", r["unetkit"],
+                 r["floor_compiled"] if compiled else r["floor_eager_channels_last"]))
     for label, t, floor in rows:
         sec = t["median_seconds_per_iteration"]
         print(f"{label:28s}{sec:12.3f}{1 / sec:9.3f}{100 * t['data_wait_share']:10.1f}%{sec / floor:9.2f}x")
@@ -363,7 +373,7 @@ def report(r: dict) -> None:
         ratio = r["nnunet"]["median_seconds_per_iteration"] / r["unetkit"]["median_seconds_per_iteration"]
         print(f"unetkit / nnU-Net iterations per second: {ratio:.2f}x (goal >= 1.3x)")
     print(f"floor (bare step on a ready batch): unetkit network eager {r['floor_eager']:.3f}s, "
-          f"compiled {r['floor_compiled']:.3f}s"
+          f"eager channels-last {r['floor_eager_channels_last']:.3f}s, compiled {r['floor_compiled']:.3f}s"
           + (f", nnU-Net network eager {r['floor_nnunet_network_eager']:.3f}s" if "floor_nnunet_network_eager" in r
              else ""))
     print(f"load average before {tuple(round(x, 2) for x in r['load_average_before'])}, "

@@ -41,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     h.add_argument("--compile", dest="compile", action="store_true", default=None, help="torch.compile the network")
     h.add_argument("--amp", dest="amp", action="store_true", default=None, help="mixed precision on CUDA (default)")
     h.add_argument("--no-amp", dest="amp", action="store_false", help="train in float32 on CUDA")
+    h.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
+                   help="channels-last memory format (default: on the CPU only)")
+    h.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="keep PyTorch's default memory format")
     h.add_argument("--num-workers", type=int, help="data-loading worker processes (0: in the training process)")
     h.add_argument("--deterministic", dest="deterministic", action="store_true", default=None,
                    help="deterministic kernels (slower); a resumed run then matches an uninterrupted one")
@@ -48,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 OVERRIDE_KEYS = ("epochs", "iterations_per_epoch", "val_iterations", "batch_size", "lr", "arch", "seed", "device",
-                 "compile", "amp", "num_workers", "deterministic")
+                 "compile", "amp", "channels_last", "num_workers", "deterministic")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -50,6 +50,8 @@ class TrainingConfig:
     device: str = "auto"                   # auto | cpu | cuda | cuda:N
     compile: bool = False                  # torch.compile the network
     amp: bool = True                       # mixed precision (CUDA only; ignored on the CPU)
+    channels_last: bool | None = None      # channels-last memory format; None: on the CPU only, where
+                                           # it made the 3D step 1.24x faster (docs/training.md)
     num_workers: int = 2                   # data-loading worker threads/processes; 0: in the main process
     prefetch: int = 2                      # batches prepared ahead per worker
     seed: int = 12345                      # network initialisation and the per-batch data seeds

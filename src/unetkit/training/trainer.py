@@ -177,10 +177,24 @@ def autocast_context(device: torch.device, enabled: bool):
     return contextlib.nullcontext()
 
 
+def memory_format(config: TrainingConfig, device: torch.device, ndim: int) -> torch.memory_format:
+    """The memory format for ``ndim``-dimensional batches (4: 2D, 5: 3D).
+
+    Channels-last lets oneDNN's convolutions skip layout conversions: on the 2-core CPU the
+    Hippocampus 3D step went from 14.0 to 11.3 s (batch 9, patch 40x56x40); on an H100 it was no
+    faster, so by default it is used on the CPU only.
+    """
+    enabled = config.channels_last if config.channels_last is not None else device.type == "cpu"
+    if not enabled:
+        return torch.contiguous_format
+    return torch.channels_last_3d if ndim == 5 else torch.channels_last
+
+
 def train_step(model: torch.nn.Module, batch: dict, loss_fn: Callable, optimizer: torch.optim.Optimizer,
                scaler: Any, config: TrainingConfig, device: torch.device) -> torch.Tensor:
     """One optimisation step on ``batch``; returns the detached loss (on the device, no sync)."""
-    data = batch["data"].to(device, non_blocking=True)
+    data = batch["data"].to(device, non_blocking=True,
+                            memory_format=memory_format(config, device, batch["data"].ndim))
     target = batch["target"].to(device, non_blocking=True)
     optimizer.zero_grad(set_to_none=True)
     with autocast_context(device, config.amp):
@@ -203,7 +217,8 @@ def train_step(model: torch.nn.Module, batch: dict, loss_fn: Callable, optimizer
 def validation_step(model: torch.nn.Module, batch: dict, loss_fn: Callable, spec: LossSpec,
                     config: TrainingConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss and hard ``(3, K)`` TP/FP/FN counts of the full-resolution output on one batch."""
-    data = batch["data"].to(device, non_blocking=True)
+    data = batch["data"].to(device, non_blocking=True,
+                            memory_format=memory_format(config, device, batch["data"].ndim))
     target = batch["target"].to(device, non_blocking=True)
     with autocast_context(device, config.amp):
         outputs = model(data)
@@ -417,6 +432,7 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
 
     run.network = network_spec(run.plans, run.entry, cfg, run.labels.num_heads, log)
     network = build_network(run.network).to(device)
+    network = network.to(memory_format=memory_format(cfg, device, run.network["spatial_dims"] + 2))
     log(f"network {cfg.arch}: {sum(p.numel() for p in network.parameters()):,} parameters")
     optimizer = make_optimizer(network, cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
