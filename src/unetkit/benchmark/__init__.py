@@ -1,0 +1,49 @@
+"""Benchmarking: statistics for comparing segmentation models over cases and datasets.
+
+Input is a tidy table, one row per (model, dataset, case) with per-case metric columns
+(see :mod:`unetkit.benchmark.stats`). This package provides:
+
+- per model and dataset, the mean with a bootstrap confidence interval (:func:`summarize`,
+  :func:`bootstrap_ci`);
+- paired comparisons with a baseline: Wilcoxon signed-rank over cases, Holm-corrected, with
+  effect sizes (:func:`paired_tests`, :func:`holm`, :func:`rank_biserial`, :func:`cohens_dz`);
+- across datasets: Friedman test, Iman-Davenport F, Nemenyi critical difference and pairwise
+  p-values (:func:`score_matrix`, :func:`friedman_nemenyi`, :func:`critical_difference`) and
+  the critical-difference diagram (:func:`cd_diagram`, :func:`cd_groups`);
+- U-Bench's U-Score of accuracy and efficiency (:func:`u_score`, :func:`anchors_from_suite`,
+  :data:`UBENCH_ANCHORS`).
+
+Definitions, assumptions and how to read the outputs: docs/benchmark_statistics.md.
+Nothing here imports torch.
+"""
+
+from .cd_diagram import cd_diagram, cd_groups
+from .stats import (
+    KEY_COLUMNS,
+    bootstrap_ci,
+    cohens_dz,
+    critical_difference,
+    friedman_nemenyi,
+    holm,
+    load_table,
+    nemenyi_q_alpha,
+    paired_tests,
+    rank_biserial,
+    score_matrix,
+    summarize,
+)
+from .uscore import (
+    UBENCH_ANCHORS,
+    UScoreAnchors,
+    anchors_from_suite,
+    u_score,
+    u_score_components,
+    u_score_table,
+)
+
+__all__ = [
+    "KEY_COLUMNS", "load_table", "bootstrap_ci", "summarize", "holm", "rank_biserial", "cohens_dz",
+    "paired_tests", "score_matrix", "nemenyi_q_alpha", "critical_difference", "friedman_nemenyi",
+    "cd_groups", "cd_diagram",
+    "UScoreAnchors", "UBENCH_ANCHORS", "u_score", "u_score_components", "anchors_from_suite", "u_score_table",
+]
