@@ -48,8 +48,10 @@ UMAMBA_PAPER = ("Ma et al., U-Mamba: Enhancing Long-range Dependency for Biomedi
                 "arXiv:2401.04722 (Fig. 1-2; no parameter count reported); Gu & Dao, Mamba, arXiv:2312.00752 "
                 "(Algorithm 2)")
 
-#: Largest number of elements of the T x T decay tensor per chunk group of the plain scan.
+#: Largest number of elements of the T x T decay tensors of one chunk group of the plain scan.
 SCAN_MAX_ELEMENTS = 2 ** 25
+#: Longest chunk of the plain scan (work grows with it; the sequential carry shrinks with it).
+SCAN_CHUNK = 32
 
 
 def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor,
@@ -71,8 +73,11 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: to
     n = A.shape[-1]
     if u.device.type == "meta":  # shapes only (parameter / FLOP counting): skip the carry loop
         return u.new_empty(b, length, d)
-    per_step = b * length * d * n
-    t = max(1, min(length, max_elements // max(per_step, 1)))
+    # Chunk length t: at most SCAN_CHUNK steps, and small enough that one chunk's t x t decay tensor
+    # fits the budget. Chunks are then processed in groups whose t x t tensors together fit the
+    # budget, so memory stays bounded however long the sequence (a full-resolution stage has tens of
+    # thousands of voxels) while the sequential carry runs over L / t chunks, not L steps.
+    t = max(1, min(length, SCAN_CHUNK, math.isqrt(max(max_elements // max(b * d * n, 1), 1))))
     pad = (-length) % t
     if pad:  # zero step size and input: the padded steps neither decay nor add
         u, delta = F.pad(u, (0, 0, 0, pad)), F.pad(delta, (0, 0, 0, pad))
@@ -83,8 +88,13 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: to
     cum = log_decay.cumsum(2)
     if t > 1:
         causal = torch.ones(t, t, dtype=torch.bool, device=u.device).tril()
-        seg = (cum.unsqueeze(3) - cum.unsqueeze(2)).masked_fill(~causal[:, :, None, None], float("-inf"))
-        local = (seg.exp() * inputs.unsqueeze(2)).sum(3)  # (b, nc, t, d, n), zero initial state per chunk
+        group = max(1, max_elements // (b * t * t * d * n))
+        parts = []
+        for g0 in range(0, nc, group):
+            c = cum[:, g0:g0 + group]
+            seg = (c.unsqueeze(3) - c.unsqueeze(2)).masked_fill(~causal[:, :, None, None], float("-inf"))
+            parts.append((seg.exp() * inputs[:, g0:g0 + group].unsqueeze(2)).sum(3))  # zero state per chunk
+        local = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
     else:
         local = inputs
     chunk_decay = cum[:, :, -1].exp()
