@@ -62,17 +62,26 @@ def build_raw(source: Path, raw_root: Path, max_cases: int | None = None) -> Pat
     return ds
 
 
-def timed(cmd: list[str], env: dict | None = None, log: Path | None = None) -> float:
-    """Run ``cmd`` and return its wall time (s); stop the benchmark with its output if it fails."""
+def run(cmd: list[str], env: dict | None = None, log: Path | None = None) -> float:
+    """Run ``cmd`` and return its wall time (s); stop the benchmark with its output if it fails.
+
+    Shared by every benchmark script here (they import it from this module).
+    """
+    print(f"$ {shlex.join(cmd)}", flush=True)
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seconds = time.perf_counter() - start
     if log is not None:
         log.write_text(proc.stdout)
     if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-4000:])
+        sys.stderr.write(proc.stdout[-5000:])
         raise SystemExit(f"error: command failed with exit code {proc.returncode}: {shlex.join(cmd)}")
     return seconds
+
+
+def unetkit_cli(*args: str) -> list[str]:
+    """``unetkit ARGS`` with this interpreter (works without the console script on PATH)."""
+    return [sys.executable, "-c", "import sys; from unetkit.cli import main; sys.exit(main(sys.argv[1:]))", *args]
 
 
 def plan_summary_unetkit(plans: dict, config: str) -> dict:
@@ -126,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                 plan_cmd += ["--num-processes", n]
             prep_cmd = [*unetkit, "preprocess", str(raw), "--workdir", str(work), "--num-processes", n,
                         "--no-progress", "-c", *args.configurations]
-            t_plan = timed(plan_cmd, log=tmp / "unetkit_plan.log")
-            t_prep = timed(prep_cmd, log=tmp / "unetkit_preprocess.log")
+            t_plan = run(plan_cmd, log=tmp / "unetkit_plan.log")
+            t_prep = run(prep_cmd, log=tmp / "unetkit_preprocess.log")
             rows["unetkit"] = {"seconds": t_plan + t_prep, "plan_s": t_plan, "preprocess_s": t_prep,
                                "plans": json.loads((work / raw.name / "plans.json").read_text())}
             commands["unetkit"] = [shlex.join(plan_cmd), shlex.join(prep_cmd)]
@@ -137,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                        nnUNet_results=str(tmp / "nnunet_results"), nnUNet_compile="f")
             cmd = [str(nnunet_cli), "-d", str(DATASET_ID), "-np", *([n] * len(args.configurations)),
                    "-npfp", n, "-c", *args.configurations]
-            t = timed(cmd, env=env, log=tmp / "nnunet.log")
+            t = run(cmd, env=env, log=tmp / "nnunet.log")
             plans_path = tmp / "nnunet_preprocessed" / raw.name / "nnUNetPlans.json"
             rows["nnunet"] = {"seconds": t, "plans": json.loads(plans_path.read_text())}
             commands["nnunet"] = ["env " + " ".join(f"{k}={env[k]}" for k in

@@ -51,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_speed_vs_nnunet import nnunet_arch_into_unetkit  # noqa: E402  (same plan transfer)
+from plan_preprocess_vs_nnunet import run, unetkit_cli  # noqa: E402
 
 TRAINER_FOLDER = "nnUNetTrainer__nnUNetPlans__{config}"
 
@@ -111,25 +112,6 @@ shutil.copy(plans_file, f"{out_dir}/plans.json")
 shutil.copy(dataset_json, f"{out_dir}/dataset.json")
 print(json.dumps({"max_abs_output_difference": diff}))
 '''
-
-
-def run(cmd: list[str], env: dict | None = None, log: Path | None = None) -> float:
-    """Run ``cmd``; return its wall time, or stop with its output if it fails."""
-    print(f"$ {shlex.join(cmd)}", flush=True)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seconds = time.perf_counter() - start
-    if log is not None:
-        log.write_text(proc.stdout)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-5000:])
-        raise SystemExit(f"error: exit code {proc.returncode}: {shlex.join(cmd)}")
-    return seconds
-
-
-def unetkit_cli(*args: str) -> list[str]:
-    """``unetkit ARGS`` with this interpreter (works without the console script on PATH)."""
-    return [sys.executable, "-c", "import sys; from unetkit.cli import main; sys.exit(main(sys.argv[1:]))", *args]
 
 
 # ----------------------------------------------------------------------------- raw datasets

@@ -43,13 +43,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from plan_preprocess_vs_nnunet import DATASET_ID, DEFAULT_DATA, build_raw  # noqa: E402  (same raw layout)
+from plan_preprocess_vs_nnunet import DATASET_ID, DEFAULT_DATA, build_raw, run, unetkit_cli  # noqa: E402  (same raw layout)
 
 TRAINER_NAME = "nnUNetTrainer_UnetkitBench"
 CONFIG = "3d_fullres"
@@ -142,25 +141,6 @@ for i in range(steps + 2):
     times.append(time.perf_counter() - t0)
 print(json.dumps({"median": statistics.median(times[2:]), "steps": steps}))
 '''
-
-
-def run(cmd: list[str], env: dict | None = None, log: Path | None = None) -> float:
-    """Run ``cmd``; return its wall time, or stop with its output if it fails."""
-    print(f"$ {shlex.join(cmd)}", flush=True)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seconds = time.perf_counter() - start
-    if log is not None:
-        log.write_text(proc.stdout)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-5000:])
-        raise SystemExit(f"error: exit code {proc.returncode}: {shlex.join(cmd)}")
-    return seconds
-
-
-def unetkit_cli(*args: str) -> list[str]:
-    """``unetkit ARGS`` with this interpreter (works without the console script on PATH)."""
-    return [sys.executable, "-c", "import sys; from unetkit.cli import main; sys.exit(main(sys.argv[1:]))", *args]
 
 
 def unetkit_floor(plans_entry: dict, steps: int, compile_: bool, threads: int, channels_last: bool = False) -> float:
