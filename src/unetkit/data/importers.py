@@ -26,7 +26,7 @@ import re
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -35,7 +35,7 @@ import numpy as np
 from unetkit.data.errors import DataError
 from unetkit.data.io import (LOSSY_ENDINGS, MEDICAL_ENDINGS, PICTURE_ENDINGS, Geometry, file_ending,
                              read_image, strip_ending, write_image, write_label)
-from unetkit.utils.atomic import atomic_directory, atomic_path, atomic_write_json
+from unetkit.utils.atomic import atomic_directory, atomic_write_json
 
 #: Mask-name suffixes tried when ``mask_suffixes`` is not given (after ``""``), in this order.
 KNOWN_MASK_SUFFIXES = ("_mask", "_masks", "_segmentation", "_seg", "_label", "_labels", "_manual1",

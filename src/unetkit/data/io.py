@@ -17,7 +17,7 @@ TIFF) through Pillow and tifffile.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 

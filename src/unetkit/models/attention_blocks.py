@@ -21,7 +21,6 @@ parameter layout of the public reference code, never copied):
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 
 import torch

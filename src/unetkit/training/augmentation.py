@@ -60,7 +60,7 @@ Public API (used by the trainer)::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -323,7 +323,6 @@ def _spatial(data: torch.Tensor, seg: torch.Tensor, cfg: AugmentationConfig, rng
 def _resample(data: torch.Tensor, seg: torch.Tensor, idx: list[int], affines: list[np.ndarray],
               cfg: AugmentationConfig, out_data: torch.Tensor, out_seg: torch.Tensor) -> None:
     """Resample samples ``idx`` with their affines (output offset -> input offset, voxels)."""
-    dim = cfg.dim
     s = np.asarray(cfg.initial_patch_size, dtype=np.float64)
     p = np.asarray(cfg.patch_size, dtype=np.float64)
     start = s // 2 - p // 2

@@ -35,7 +35,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -123,7 +123,7 @@ def network_spec(plans: dict, entry: dict, config: TrainingConfig, num_heads: in
     not take are dropped (and logged), keeping the plan's stages, widths, kernels and strides;
     deep supervision is used only if the model has it.
     """
-    from unetkit.models import create_model, model_info
+    from unetkit.models import model_info
 
     arch = entry["architecture"]
     info = model_info(config.arch)
@@ -402,7 +402,6 @@ def _train(workdir, dataset, configuration, fold, overrides, resume, echo, ctx: 
         resume_name, _, saved_config = _find_resume(workdir, dataset, configuration, fold, overrides)
     run = prepare_run(workdir, dataset, configuration, fold, overrides, write=ctx.is_main,
                       saved_config=saved_config)
-    cfg = run.config
     out = run.output_dir
     if not resume and latest_resumable(out) is not None:
         raise TrainingError(f"{out} already holds checkpoints of an earlier run; pass --resume to continue it, "
