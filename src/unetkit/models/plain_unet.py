@@ -25,7 +25,49 @@ NNUNET_PAPER = ("Isensee et al., nnU-Net: a self-configuring method for deep lea
                 "Ronneberger et al., U-Net, MICCAI 2015 (Fig. 1)")
 
 
-class PlainUNet(nn.Module):
+class EncoderDecoderUNet(nn.Module):
+    """What nnU-Net's U-Nets share: an optional ``stem``, an ``encoder`` (a ModuleList whose stage
+    outputs are the skips), nnU-Net's ``decoder``, the switchable deep supervision, the forward pass
+    and the feature-map estimate. Subclasses only build the encoder (plain convs, residual blocks)."""
+
+    topology: Topology
+    encoder: nn.ModuleList
+    decoder: UNetDecoder
+
+    @property
+    def deep_supervision(self) -> bool:
+        """Whether forward returns every decoder level; can be switched after training."""
+        return self.decoder.deep_supervision
+
+    @deep_supervision.setter
+    def deep_supervision(self, value: bool) -> None:
+        self.decoder.deep_supervision = bool(value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        check_patch(self.topology, x.shape[2:])
+        stem = getattr(self, "stem", None)
+        if stem is not None:
+            x = stem(x)
+        skips = []
+        for stage in self.encoder:
+            x = stage(x)
+            skips.append(x)
+        return self.decoder(skips)
+
+    def conv_feature_map_size(self, patch_size: Sequence[int]) -> int:
+        """Feature-map elements for one sample (dynamic-network-architectures'
+        ``compute_conv_feature_map_size``, used to estimate memory)."""
+        total, size = 0, tuple(patch_size)
+        stem = getattr(self, "stem", None)
+        if stem is not None:
+            total, _ = stem.feature_map_size(size)  # the stem keeps the resolution
+        for stage in self.encoder:
+            n, size = stage.feature_map_size(size)
+            total += n
+        return total + self.decoder.feature_map_size(patch_size, self.deep_supervision)
+
+
+class PlainUNet(EncoderDecoderUNet):
     """Encoder of ``n_conv_per_stage`` ConvNormAct units per stage (stride on the first), decoder of
     transposed convolution + skip concatenation + ``n_conv_per_stage_decoder`` units, a 1x1 head per
     decoder stage.
@@ -65,31 +107,6 @@ class PlainUNet(nn.Module):
         self.deep_supervision = deep_supervision
         self.apply(init_he_)
 
-    @property
-    def deep_supervision(self) -> bool:
-        """Whether forward returns every decoder level; can be switched after training."""
-        return self.decoder.deep_supervision
-
-    @deep_supervision.setter
-    def deep_supervision(self, value: bool) -> None:
-        self.decoder.deep_supervision = bool(value)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        check_patch(self.topology, x.shape[2:])
-        skips = []
-        for stage in self.encoder:
-            x = stage(x)
-            skips.append(x)
-        return self.decoder(skips)
-
-    def conv_feature_map_size(self, patch_size: Sequence[int]) -> int:
-        """Feature-map elements for one sample (dynamic-network-architectures'
-        ``compute_conv_feature_map_size``, used to estimate memory)."""
-        total, size = 0, tuple(patch_size)
-        for stage in self.encoder:
-            n, size = stage.feature_map_size(size)
-            total += n
-        return total + self.decoder.feature_map_size(patch_size, self.deep_supervision)
 
 
 def plain_topology_kwargs(spatial_dims: int, n_stages: int | None = None,

@@ -20,13 +20,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
 from unetkit.models.blocks import (ConvNormAct, StackedResBlocks, UNetDecoder, init_he_,
                                    zero_last_norm_in_residual_)
+from unetkit.models.plain_unet import EncoderDecoderUNet
 from unetkit.models.registry import register_model
-from unetkit.models.topology import IntOrSeq, Topology, check_patch, make_topology, per_stage_ints
+from unetkit.models.topology import IntOrSeq, Topology, make_topology, per_stage_ints
 
 RESENC_PAPER = ("Isensee et al., nnU-Net Revisited: A Call for Rigorous Validation in 3D Medical Image "
                 "Segmentation, MICCAI 2024, arXiv:2404.09556 (ResEnc M/L/XL in the main results table); "
@@ -39,7 +39,7 @@ RESENC_BLOCKS_PER_STAGE = (1, 3, 4, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6)
 RESENC_CONV_PER_STAGE_DECODER = 1
 
 
-class ResEncUNet(nn.Module):
+class ResEncUNet(EncoderDecoderUNet):
     """Stem -> residual encoder (``n_blocks_per_stage`` BasicBlockD per stage, the first strided)
     -> plain decoder with a 1x1 head per stage.
 
@@ -83,33 +83,6 @@ class ResEncUNet(nn.Module):
         self.apply(init_he_)
         self.apply(zero_last_norm_in_residual_)
 
-    @property
-    def deep_supervision(self) -> bool:
-        """Whether forward returns every decoder level; can be switched after training."""
-        return self.decoder.deep_supervision
-
-    @deep_supervision.setter
-    def deep_supervision(self, value: bool) -> None:
-        self.decoder.deep_supervision = bool(value)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        check_patch(self.topology, x.shape[2:])
-        x = self.stem(x)
-        skips = []
-        for stage in self.encoder:
-            x = stage(x)
-            skips.append(x)
-        return self.decoder(skips)
-
-    def conv_feature_map_size(self, patch_size: Sequence[int]) -> int:
-        """Feature-map elements for one sample (dynamic-network-architectures'
-        ``compute_conv_feature_map_size``, used to estimate memory)."""
-        total, size = self.stem.feature_map_size(patch_size)
-        size = tuple(patch_size)
-        for stage in self.encoder:
-            n, size = stage.feature_map_size(size)
-            total += n
-        return total + self.decoder.feature_map_size(patch_size, self.deep_supervision)
 
 
 def resenc_topology_kwargs(spatial_dims: int, n_stages: int | None = None,
