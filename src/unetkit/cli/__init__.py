@@ -28,6 +28,10 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("predict", "unetkit.cli.predict_cmd", "predict new images with trained models (folds, ensembles)"),
     ("evaluate", "unetkit.cli.evaluate_cmd", "evaluate predictions against references (Dice, HD95, NSD, ...)"),
     ("select", "unetkit.cli.select_cmd", "rank trained configurations and ensembles on cross-validation"),
+    ("run", "unetkit.cli.run_cmd", "plan, preprocess, train, predict and evaluate a dataset in one go"),
+    ("bench", "unetkit.cli.bench_cmd", "benchmark models x datasets from a suite file (local processes or Ray)"),
+    ("report", "unetkit.cli.report_cmd", "write the HTML/Markdown/CSV report of a benchmark results folder"),
+    ("advise", "unetkit.cli.advise_cmd", "rank benchmarked models for a new dataset under cost limits"),
 ]
 
 
