@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write label maps with this ending (e.g. .nii.gz, .png) instead of the input's format")
     parser.add_argument("--ensemble", nargs="+", metavar="PRED_DIR", default=None,
                         help="instead of predicting: average the saved probabilities of these prediction folders")
+    p = parser.add_argument_group("postprocessing (default: the postprocessing.json `unetkit select` saved)")
+    p.add_argument("--postprocessing", default=None, metavar="FILE",
+                   help="apply this postprocessing.json instead of the one found beside the model")
+    p.add_argument("--no-postprocessing", action="store_true", help="write the raw argmax label maps")
     s = parser.add_argument_group("sliding window")
     s.add_argument("--step-size", type=float, default=0.5, help="window stride as a fraction of the patch (0.5)")
     s.add_argument("--no-mirror", dest="mirror", action="store_false",
@@ -80,10 +85,25 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cases = collect_inputs(args.input)
+    options = {}
+    if args.no_postprocessing:
+        options["postprocessing"] = None
+    elif args.postprocessing:
+        from unetkit.evaluation.postprocessing import load_postprocessing
+
+        if not Path(args.postprocessing).is_file():
+            print(f"error: {args.postprocessing}: no such postprocessing file", file=sys.stderr)
+            return 2
+        options["postprocessing"] = load_postprocessing(args.postprocessing)
     predictor = Predictor.from_model_dir(args.model, args.folds, args.checkpoint, args.device,
                                          step_size=args.step_size, mirror=args.mirror, tile_batch=args.tile_batch,
                                          use_gaussian=args.gaussian, amp=args.amp, compile=args.compile,
-                                         progress=not args.quiet)
+                                         progress=not args.quiet, **options)
+    if predictor.postprocessing is not None and not args.quiet:
+        steps = predictor.postprocessing.get("steps") or []
+        print(f"postprocessing: {len(steps)} step(s) "
+              + ", ".join(f"keep largest component of {s['labels']}" for s in steps) if steps
+              else "postprocessing: none decided (the file says no step helped)")
     summary = predictor.predict_files(cases, args.output, save_probabilities=args.save_probabilities,
                                       skip_existing=args.skip_existing, output_ending=args.output_ending)
     if not args.quiet:

@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt", default=None, help="reference label maps (default: DATASET/labelsTr)")
     parser.add_argument("--file-ending", default=None, help="label file ending (default: found in the references)")
     parser.add_argument("-np", "--num-processes", type=int, default=None, help="worker processes (default: CPUs, <= 8)")
+    parser.add_argument("-f", "--folds", nargs="+", type=int, default=None,
+                        help="use only these folds' validation predictions (default: every fold of splits.json)")
     parser.add_argument("--no-ensembles", dest="ensembles", action="store_false", help="do not try ensembles")
     parser.add_argument("--no-postprocessing", dest="postprocessing", action="store_false",
                         help="do not decide postprocessing for the best candidate")
@@ -43,9 +45,21 @@ def resolve_roots(dataset: str, workdir: str | None, gt: str | None) -> tuple[Pa
     path = Path(dataset)
     if (path / "dataset.json").is_file():  # a raw dataset
         return WorkPaths.for_dataset(path, workdir).root, Path(gt) if gt else path / "labelsTr"
-    if (path / "plans.json").is_file():    # a work folder
-        return path, Path(gt) if gt else None
-    return WorkPaths.for_dataset(dataset, workdir, name=path.name).root, Path(gt) if gt else None
+    root = path if (path / "plans.json").is_file() else WorkPaths.for_dataset(dataset, workdir, name=path.name).root
+    if gt:
+        return root, Path(gt)
+    return root, _raw_labels(root)
+
+
+def _raw_labels(root: Path) -> Path | None:
+    """RAW/labelsTr of the raw dataset plans.json was made from, when it is still there."""
+    from unetkit.utils.atomic import read_json
+
+    try:
+        raw = read_json(root / "plans.json").get("raw_dataset")
+    except (OSError, ValueError):
+        return None
+    return Path(raw) / "labelsTr" if raw and (Path(raw) / "labelsTr").is_dir() else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     selection = select_best_configuration(root, gt, file_ending=args.file_ending, num_processes=args.num_processes,
                                           surface=args.surface_metrics, ensembles=args.ensembles,
-                                          postprocessing=args.postprocessing, log=log)
+                                          postprocessing=args.postprocessing, folds=args.folds, log=log)
     if args.quiet:
         print(root / SELECTION_FILE)
         return 0

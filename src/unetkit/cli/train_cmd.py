@@ -2,7 +2,8 @@
 
 Reads WORKDIR/NAME/plans.json and the preprocessed cache, writes
 WORKDIR/NAME/models/CONFIG__ARCH/fold_F/ (checkpoints, train.log, progress.json, progress.png,
-training_config.json). Defaults are nnU-Net v2's (1000 epochs of 250 iterations, SGD lr 1e-2,
+training_config.json), then predicts the fold's validation cases in full into fold_F/validation/
+(label maps, probabilities, summary.json; what `unetkit select` reads). Defaults are nnU-Net v2's (1000 epochs of 250 iterations, SGD lr 1e-2,
 Nesterov momentum 0.99, polynomial decay); every value can be set in the plan's configuration
 entry ("training": {...}) and on the command line, which wins.
 
@@ -17,7 +18,9 @@ examples:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     h.add_argument("--num-workers", type=int, help="data-loading worker processes (0: in the training process)")
     h.add_argument("--deterministic", dest="deterministic", action="store_true", default=None,
                    help="deterministic kernels (slower); a resumed run then matches an uninterrupted one")
+    v = parser.add_argument_group("validation after training (nnU-Net's final validation)")
+    v.add_argument("--no-validation", action="store_true",
+                   help="do not predict the fold's validation cases into fold_F/validation after training")
+    v.add_argument("--no-validation-probabilities", action="store_true",
+                   help="write validation label maps only, no CASE.npz (saves disk; `select` then cannot ensemble)")
+    v.add_argument("--no-validation-mirroring", action="store_true",
+                   help="predict the validation cases without test-time mirroring (faster, slightly worse)")
+    v.add_argument("--validate-only", action="store_true",
+                   help="skip training; (re)predict the validation cases of an already trained fold")
     parser.add_argument("--quiet", action="store_true", help="log to train.log only, print nothing per epoch")
 
 
@@ -65,13 +77,38 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in OVERRIDE_KEYS if getattr(args, k, None) is not None}
     try:
         fold = parse_fold(args.fold)
-        result = train(args.workdir, args.dataset, args.configuration, fold, overrides, resume=args.resume,
-                       echo=not args.quiet)
+        if args.validate_only:
+            fold_dir = validation_fold_dir(args, fold, overrides)
+        else:
+            result = train(args.workdir, args.dataset, args.configuration, fold, overrides, resume=args.resume,
+                           echo=not args.quiet)
+            fold_dir = result.output_dir
+            if not args.quiet:
+                print(f"done: {result.output_dir}")
     except (ConfigError, SplitError, TrainingError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    if not args.quiet and result is not None:
-        print(f"done: {result.output_dir}")
+    # Under torchrun every process gets here; one predicts (the others' copies are identical).
+    if args.no_validation or str(fold) == "all" or os.environ.get("RANK", "0") != "0":
+        return 0
+    return validate(fold_dir, args)
+
+
+def validation_fold_dir(args: argparse.Namespace, fold, overrides: dict) -> Path:
+    """The fold folder ``--validate-only`` works on (the one training would have written)."""
+    from unetkit.training.trainer import prepare_run
+
+    return prepare_run(args.workdir, args.dataset, args.configuration, fold, overrides, write=False).output_dir
+
+
+def validate(fold_dir: Path, args: argparse.Namespace) -> int:
+    """Predict and evaluate the fold's validation cases (nnU-Net's final validation)."""
+    from unetkit.inference.validation import predict_validation
+
+    say = (lambda message: None) if args.quiet else print
+    result = predict_validation(fold_dir, device=args.device or "auto", mirror=not args.no_validation_mirroring,
+                                save_probabilities=not args.no_validation_probabilities, log=say)
+    say(f"validation: {len(result.cases)} case(s) in {result.seconds:.1f}s -> {result.folder}")
     return 0
 
 

@@ -52,11 +52,21 @@ def _fold_number(folder: Path) -> int | None:
     return int(suffix) if folder.name.startswith("fold_") and suffix.isdigit() else None
 
 
-def collect_configuration(model_dir: Path, file_ending: str, splits: list[dict] | None
-                          ) -> tuple[TrainedConfiguration | None, str | None]:
-    """Gather one configuration's cross-validation predictions, or say why it cannot take part."""
+def collect_configuration(model_dir: Path, file_ending: str, splits: list[dict] | None,
+                          folds: Sequence[int] | None = None) -> tuple[TrainedConfiguration | None, str | None]:
+    """Gather one configuration's cross-validation predictions, or say why it cannot take part.
+
+    ``folds`` restricts the check to those folds (nnU-Net's ``--folds``); default: every fold of
+    ``splits`` (or every ``fold_F`` folder present without splits).
+    """
     trained = TrainedConfiguration(model_dir.name, model_dir)
-    if splits is not None:
+    if folds is not None:
+        folds = [int(f) for f in folds]
+        if splits is not None:
+            outside = [f for f in folds if not 0 <= f < len(splits)]
+            if outside:
+                return None, f"folds {outside} are not in splits.json ({len(splits)} folds)"
+    elif splits is not None:
         folds = list(range(len(splits)))
     else:
         folds = sorted(n for n in (_fold_number(f) for f in model_dir.iterdir() if f.is_dir()) if n is not None)
@@ -142,7 +152,7 @@ def _regions_class_order(plans: Mapping[str, Any]) -> list[int] | None:
 def select_best_configuration(work_root: str | Path, gt_dir: str | Path, *, file_ending: str | None = None,
                               num_processes: int | None = None, surface: bool = False,
                               tolerance: float | Mapping[str, float] = 1.0, ensembles: bool = True,
-                              postprocessing: bool = True,
+                              postprocessing: bool = True, folds: Sequence[int] | None = None,
                               log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Evaluate every trained configuration and pairwise ensemble; write ``best_configuration.json``.
 
@@ -155,6 +165,7 @@ def select_best_configuration(work_root: str | Path, gt_dir: str | Path, *, file
         postprocessing: decide connected-component postprocessing for the best candidate and save
             it in its folder (``models/CONFIG__ARCH/postprocessing.json`` or
             ``ensembles/A+B/postprocessing.json``).
+        folds: use only these folds' validation predictions (default: all folds of splits.json).
 
     Returns:
         The content of ``best_configuration.json``.
@@ -181,7 +192,7 @@ def select_best_configuration(work_root: str | Path, gt_dir: str | Path, *, file
     trained: list[TrainedConfiguration] = []
     skipped: dict[str, str] = {}
     for model_dir in sorted(p for p in models.iterdir() if p.is_dir()) if models.is_dir() else []:
-        config, reason = collect_configuration(model_dir, ending, splits)
+        config, reason = collect_configuration(model_dir, ending, splits, folds)
         if config is None:
             skipped[model_dir.name] = reason or "unknown"
             say(f"select: skipping {model_dir.name}: {reason}")
@@ -248,11 +259,14 @@ def select_best_configuration(work_root: str | Path, gt_dir: str | Path, *, file
 
     members = [str(models / m) for m in best["members"]]
     command = "unetkit predict -i INPUT_FOLDER -o OUTPUT_FOLDER -m " + " ".join(members)
+    if folds is not None:
+        command += " -f " + " ".join(str(f) for f in folds)
     selection = {
         "format_version": 1,
         "dataset": root.name,
         "criterion": "mean foreground Dice on cross-validation (nnU-Net), before postprocessing",
         "num_cases": len(cases),
+        "folds": None if folds is None else [int(f) for f in folds],
         "labels": [label_key(v) for v in labels],
         "best": best,
         "inference_command": command,

@@ -385,7 +385,8 @@ class Predictor:
     def __init__(self, models: Sequence[ConfigurationModel], device: torch.device | str = "cpu", *,
                  step_size: float = DEFAULT_STEP_SIZE, mirror: bool = True, tile_batch: int | None = None,
                  use_gaussian: bool = True, amp: bool | None = None, compile: bool = False,
-                 channels_last: bool | None = None, progress: bool = True) -> None:
+                 channels_last: bool | None = None, progress: bool = True,
+                 postprocessing: dict | None = None) -> None:
         if not models:
             raise ValueError("a Predictor needs at least one trained configuration")
         self.models = list(models)
@@ -406,6 +407,9 @@ class Predictor:
         self.use_gaussian = use_gaussian
         self.amp = (self.device.type == "cuda") if amp is None else bool(amp)
         self.progress = progress
+        # Connected-component steps decided by `unetkit select` (postprocessing.json), applied to
+        # every label map written; None = none.
+        self.postprocessing = postprocessing
         # channels_last(_3d) measured no faster on an H100 (fp16) for nnU-Net's Hippocampus, DRIVE and
         # ISBI networks (2D up to 1.4x slower), nor on the CPU: off unless asked for.
         self.channels_last = False if channels_last is None else bool(channels_last)
@@ -429,11 +433,16 @@ class Predictor:
         """Load one configuration folder (or fold folder), or several for a configuration ensemble.
 
         ``options`` are the keyword arguments of :class:`Predictor` (``step_size``, ``mirror``,
-        ``tile_batch``, ``use_gaussian``, ``amp``, ``compile``, ``channels_last``, ``progress``).
+        ``tile_batch``, ``use_gaussian``, ``amp``, ``compile``, ``channels_last``, ``progress``,
+        ``postprocessing``). Without ``postprocessing`` in ``options``, the postprocessing.json
+        that ``unetkit select`` saved for these models is used when there is one (see
+        :func:`find_postprocessing`); pass ``postprocessing=None`` to switch it off.
         """
         dev = resolve_device(device)
         dirs = [model_dirs] if isinstance(model_dirs, (str, Path)) else list(model_dirs)
         models = [load_configuration(d, folds, checkpoint, dev) for d in dirs]
+        if "postprocessing" not in options:
+            options["postprocessing"] = find_postprocessing([m.model_dir for m in models])
         return cls(models, dev, **options)
 
     # -- properties
@@ -492,7 +501,8 @@ class Predictor:
         """Fold-averaged probabilities of configuration ``index`` for one preprocessed case
         ``(C, *spatial)`` (on the device, float32)."""
         model = self.models[index]
-        x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+        # A copy: cached cases are read-only memory maps, which torch must not wrap.
+        x = torch.from_numpy(np.array(data, dtype=np.float32))
         if self.device.type == "cuda":
             x = x.pin_memory()
         mirror = model.mirror_axes if self.mirror else ()
@@ -538,7 +548,16 @@ class Predictor:
         """
         geometry = self.check_array(image, geometry)
         probs = self._predict_prepared(self._preprocess(np.asarray(image), geometry, case))
-        return probabilities_to_labels(probs, self.layout), probs
+        return self.labels_from(probs), probs
+
+    def labels_from(self, probabilities: np.ndarray) -> np.ndarray:
+        """The label map of probabilities on the input grid, postprocessed when the models have it."""
+        labels = probabilities_to_labels(probabilities, self.layout)
+        if self.postprocessing is not None:
+            from unetkit.evaluation.postprocessing import apply_postprocessing
+
+            labels = apply_postprocessing(labels, self.postprocessing)
+        return labels
 
     # -- files
 
@@ -608,7 +627,8 @@ class Predictor:
         bar = Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                        TextColumn("{task.fields[case]}"), disable=not show, transient=False)
         extra_base = {"models": [m.describe() for m in self.models], "mirror": self.mirror,
-                      "step_size": self.step_size}
+                      "step_size": self.step_size,
+                      "postprocessing": None if self.postprocessing is None else self.postprocessing.get("steps")}
         with ThreadPoolExecutor(1, thread_name_prefix="unetkit-read") as reader, \
                 ThreadPoolExecutor(1, thread_name_prefix="unetkit-write") as writer, bar:
             job = bar.add_task("cases", total=len(todo), case="")
@@ -630,7 +650,7 @@ class Predictor:
                     summary.failed.append(f"case {case.name!r}: prediction failed: {type(exc).__name__}: {exc}")
                     bar.advance(job)
                     continue
-                labels = probabilities_to_labels(probs, self.layout)
+                labels = self.labels_from(probs)
                 if pending_write is not None:
                     self._collect_write(pending_write, summary)
                 extra = {"case": case.name, "inputs": [str(f) for f in case.files], **extra_base}
@@ -649,6 +669,33 @@ class Predictor:
             summary.failed.append(f"writing failed: {exc}")
 
 
+def find_postprocessing(model_dirs: Sequence[str | Path]) -> dict | None:
+    """The postprocessing.json ``unetkit select`` decided for these trained configurations, or None.
+
+    One configuration ``WORK/models/CONFIG__ARCH`` (or one of its fold folders): its own
+    ``postprocessing.json``. Several (an ensemble): ``WORK/ensembles/A+B/postprocessing.json``
+    (either order of the members).
+    """
+    from unetkit.evaluation.postprocessing import POSTPROCESSING_FILE, load_postprocessing
+
+    dirs = [Path(d) for d in model_dirs]
+    dirs = [d.parent if d.name.startswith("fold_") else d for d in dirs]
+    if len(dirs) == 1:
+        candidates = [dirs[0] / POSTPROCESSING_FILE]
+    else:
+        ensembles = dirs[0].parent.parent / "ensembles"
+        names = [d.name for d in dirs]
+        candidates = [ensembles / "+".join(names) / POSTPROCESSING_FILE,
+                      ensembles / "+".join(reversed(names)) / POSTPROCESSING_FILE]
+    for path in candidates:
+        if path.is_file():
+            try:
+                return load_postprocessing(path)
+            except ValueError as exc:
+                raise ModelInputError(str(exc)) from exc  # the message names the file
+    return None
+
+
 def predict_files(model_dirs: str | Path | Sequence[str | Path], inputs: str | Path | Sequence[str | Path],
                   output_dir: str | Path, *, folds: Sequence[int | str] | None = None, checkpoint: str = "final",
                   device: str | torch.device | None = "auto", save_probabilities: bool = False,
@@ -664,5 +711,5 @@ def predict_files(model_dirs: str | Path | Sequence[str | Path], inputs: str | P
                                    skip_existing=skip_existing, output_ending=output_ending)
 
 
-__all__ = ["Predictor", "ConfigurationModel", "InputCase", "ModelInputError", "PredictionSummary", "load_configuration",
+__all__ = ["find_postprocessing", "Predictor", "ConfigurationModel", "InputCase", "ModelInputError", "PredictionSummary", "load_configuration",
            "collect_inputs", "check_inputs", "probe_file", "resolve_device", "predict_files", "CHECKPOINT_CHOICES"]

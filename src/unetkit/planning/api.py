@@ -86,6 +86,10 @@ def plan_dataset(dataset_root: str | Path, workdir: str | Path | None = None, me
                             num_segmentation_heads=dataset.num_segmentation_heads,
                             settings=PlannerSettings(memory_gb=budget))
     plans["dataset_name"] = paths.root.name
+    # Where the raw data lives and its file format: the end-of-training validation writes its
+    # predictions in that format and evaluates them against the raw labelsTr.
+    plans["raw_dataset"] = str(Path(dataset_root).resolve())
+    plans["file_ending"] = dataset.file_ending
     if dataset.regions_class_order is not None:
         # Region-based datasets: training and inference need the order in which regions are
         # painted back into one label map (nnU-Net's regions_class_order).

@@ -1,0 +1,149 @@
+"""Cross-validation predictions of a trained fold, as nnU-Net writes them after training.
+
+After ``unetkit train`` finishes a fold, its validation cases are predicted in full (sliding
+window, mirroring, the final checkpoint) and written on their original grid::
+
+    models/CONFIG__ARCH/fold_F/validation/CASE.ext    label map, the raw dataset's format
+    models/CONFIG__ARCH/fold_F/validation/CASE.npz    "probabilities" (K, *spatial), float16
+    models/CONFIG__ARCH/fold_F/validation/summary.json, per_case.csv   (when the raw labels are found)
+
+These are what ``unetkit select`` ranks configurations and ensembles on, and what the
+postprocessing is decided on. Everything is read from files the earlier stages wrote: the fold's
+``training_config.json`` (its validation cases), the checkpoint, and the preprocessed cache
+(image and ``CASE.json`` with the geometry to write back), so the raw images are not read and
+preprocessed again. The raw labels are found through ``plans.json``'s ``raw_dataset``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from unetkit.data.errors import DataError
+from unetkit.data.io import Geometry
+from unetkit.inference.export import prediction_paths, probabilities_to_labels, write_prediction
+from unetkit.inference.predictor import Predictor, load_configuration
+from unetkit.utils.atomic import read_json
+
+VALIDATION_FOLDER = "validation"
+
+
+@dataclass
+class ValidationResult:
+    """What :func:`predict_validation` did."""
+
+    folder: Path
+    cases: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    summary: dict | None = None           # the evaluation summary when the references were found
+    note: str | None = None               # why there is no evaluation
+
+
+def _work_root(fold_dir: Path) -> Path:
+    # WORKDIR/NAME/models/CONFIG__ARCH/fold_F -> WORKDIR/NAME
+    return fold_dir.resolve().parents[2]
+
+
+def predict_validation(fold_dir: str | Path, *, device: str = "auto", mirror: bool = True,
+                       save_probabilities: bool = True, checkpoint: str = "final", skip_existing: bool = False,
+                       evaluate: bool = True, num_processes: int | None = None,
+                       log: Callable[[str], None] | None = None) -> ValidationResult:
+    """Predict a trained fold's validation cases into ``fold_dir/validation`` and evaluate them.
+
+    Args:
+        fold_dir: ``WORKDIR/NAME/models/CONFIG__ARCH/fold_F`` after training.
+        mirror: test-time mirroring (nnU-Net validates with it).
+        save_probabilities: also write ``CASE.npz`` (needed by ``unetkit select`` for ensembles).
+        skip_existing: keep cases already written.
+        evaluate: evaluate against ``plans.json``'s ``raw_dataset``/labelsTr when it exists.
+
+    Raises:
+        DataError: the fold has no ``training_config.json``, or a validation case is not in the
+            preprocessed cache.
+    """
+    from unetkit.preprocessing import restore_to_original
+    from unetkit.preprocessing.cache import load_case
+
+    say = log or (lambda message: None)
+    start = time.perf_counter()
+    fold_dir = Path(fold_dir)
+    config_path = fold_dir / "training_config.json"
+    if not config_path.is_file():
+        raise DataError("no training_config.json: not a trained fold folder", fold_dir)
+    run_config = read_json(config_path)
+    cases = list(run_config.get("val_cases") or [])
+    model = load_configuration(fold_dir, checkpoint=checkpoint, device="cpu")
+    predictor = Predictor([model], device=_device(device), mirror=mirror, progress=False)
+    plans = model.plans
+    root = _work_root(fold_dir)
+    cache_dir = root / "preprocessed" / model.entry.get("data_identifier", model.configuration)
+    ending = str(plans.get("file_ending") or ".nii.gz")
+    out = fold_dir / VALIDATION_FOLDER
+    out.mkdir(parents=True, exist_ok=True)
+    result = ValidationResult(out)
+    say(f"predicting {len(cases)} validation case(s) into {out}")
+    for case in cases:
+        label_path, npz_path, _ = prediction_paths(out, case, ending)
+        if skip_existing and label_path.is_file() and (not save_probabilities or npz_path.is_file()):
+            result.skipped.append(case)
+            continue
+        try:
+            data, _, _, properties = load_case(cache_dir, case)
+        except (OSError, KeyError, ValueError) as exc:
+            raise DataError(f"validation case {case!r} is not in the preprocessed cache {cache_dir}: {exc}",
+                            cache_dir, case) from exc
+        probs = predictor.probabilities_on_cache_grid(0, np.asarray(data)).cpu().numpy()
+        probs = restore_to_original(probs, properties, plans, model.configuration)
+        labels = probabilities_to_labels(probs, predictor.layout)
+        geometry = Geometry.from_json(properties["geometry"])
+        write_prediction(labels, label_path, geometry, probs if save_probabilities else None, predictor.layout,
+                         {"case": case, "models": [model.describe()], "mirror": mirror})
+        result.cases.append(case)
+    result.seconds = time.perf_counter() - start
+    if evaluate:
+        result.summary, result.note = _evaluate(out, plans, cases, ending, num_processes)
+        if result.summary is not None:
+            fg = result.summary["foreground_mean"].get("Dice", float("nan"))
+            say(f"validation mean foreground Dice {fg:.4f} over {result.summary['num_cases']} case(s) "
+                f"({out / 'summary.json'})")
+        elif result.note:
+            say(f"validation not evaluated: {result.note}")
+    return result
+
+
+def _device(device: str):
+    from unetkit.inference.predictor import resolve_device
+
+    return resolve_device(device)
+
+
+def _evaluate(out: Path, plans: dict, cases: list[str], ending: str, num_processes: int | None
+              ) -> tuple[dict | None, str | None]:
+    from unetkit.evaluation.evaluate import evaluate_pairs, resolve_labels, write_results
+
+    raw = plans.get("raw_dataset")
+    if not raw:
+        return None, "plans.json does not say where the raw dataset is (planned by an older unetkit)"
+    gt_dir = Path(raw) / "labelsTr"
+    pairs, missing = [], []
+    for case in cases:
+        reference = gt_dir / f"{case}{ending}"
+        (pairs if reference.is_file() else missing).append((case, out / f"{case}{ending}", reference))
+    if missing:
+        return None, f"{len(missing)} reference(s) not found in {gt_dir} (e.g. {missing[0][2].name})"
+    labels, names, ignore = resolve_labels(plans.get("labels") or {}, None)
+    summary = evaluate_pairs(pairs, labels, ignore_label=ignore, label_names=names, num_processes=num_processes)
+    summary["prediction_folder"] = str(out)
+    summary["reference_folder"] = str(gt_dir)
+    summary["file_ending"] = ending
+    summary["metric_per_case"] = summary.pop("metric_per_case")
+    write_results(summary, out)
+    return summary, None
+
+
+__all__ = ["predict_validation", "ValidationResult", "VALIDATION_FOLDER"]
