@@ -79,7 +79,7 @@ def test_pairs_by_stem_and_reports_every_skip(tmp_path):
     record = spec["unetkit_import"]
     assert record["rules"]["mask_sources"][0]["suffix"] == "_mask"   # detected
     assert record["mask_rule"]["threshold"] == 127.0
-    assert record["counts"] == {"training": 4, "test": 0, "skipped": 3, "left_out_by_limit": 0}
+    assert record["counts"] == {"training": 4, "test": 0, "test_labelled": 0, "skipped": 3, "left_out_by_limit": 0}
     assert {s["file"].rsplit("/", 1)[-1] for s in record["skipped"]} == set(reasons)
     assert spec["labels"] == {"background": 0, "foreground": 1} and spec["numTraining"] == 4
     for name, label in _labels(tmp_path / "raw").items():
@@ -195,6 +195,31 @@ def test_limit_test_images_and_process_pool(tmp_path):
     assert len(load_dataset(tmp_path / "raw").test_cases()) == 3
 
 
+def test_test_masks_go_to_labels_ts_by_the_training_rule(tmp_path):
+    src = tmp_path / "src"
+    _make_2d_source(src, n=3)
+    rng = np.random.default_rng(7)
+    truth = {}
+    for k in range(3):
+        _save(rng.integers(0, 256, (24, 20), dtype=np.uint8), src / "test" / "images" / f"t{k}_test.png")
+        if k < 2:  # t2 has no mask: skipped with the reason, not imported unlabelled
+            truth[f"t{k}"] = _blob(rng)
+            _save(truth[f"t{k}"], src / "test" / "masks" / f"t{k}_mask.png")
+    _save(_blob(rng), src / "test" / "masks" / "orphan_mask.png")
+    report = import_dataset(src, tmp_path / "raw", test_images="test/images", test_masks="test/masks")
+    assert report.test_cases == ["t0", "t1"]
+    reasons = {Path(s.file).name: s.reason for s in report.skipped}
+    assert "no mask" in reasons["t2_test.png"] and "t2_mask.*" in reasons["t2_test.png"]
+    assert reasons["orphan_mask.png"] == "test mask without test image"
+    for case, mask in truth.items():
+        label, _ = read_label(tmp_path / "raw" / "labelsTs" / f"{case}.png")
+        assert np.array_equal(label, (mask > 127).astype(label.dtype))   # the training masks' threshold
+    assert sorted(p.name for p in (tmp_path / "raw" / "imagesTs").iterdir()) == ["t0_0000.png", "t1_0000.png"]
+    assert report.dataset_json["unetkit_import"]["counts"]["test_labelled"] == 2
+    with pytest.raises(ValueError, match="test images"):
+        import_dataset(src, tmp_path / "raw2", test_masks="test/masks")
+
+
 def test_demo_source_imports_with_geometry(tmp_path):
     src = generate_demo_source(tmp_path / "demo_src", seed=1, num_cases=4)
     report = import_dataset(src, tmp_path / "Demo", num_processes=1, **demo_import_options())
@@ -248,7 +273,8 @@ def test_hippocampus(tmp_path):
 def test_drive(tmp_path):
     src = shared_dataset("DRIVE")
     report = import_dataset(src, tmp_path / "DRIVE", images="training/images", masks="training/1st_manual",
-                            test_images="test/images", labels="background=0,vessel=1", num_processes=2)
+                            test_images="test/images", test_masks="test/1st_manual", labels="background=0,vessel=1",
+                            num_processes=2)
     assert len(report.cases) == 20 and len(report.test_cases) == 20 and not report.skipped
     assert report.cases[0] == "21" and report.test_cases[0] == "01"
     assert any("training/mask/ was not read" in n for n in report.dataset_json["unetkit_import"]["notes"])
@@ -256,6 +282,8 @@ def test_drive(tmp_path):
     assert ds.channel_names == {0: "R", 1: "G", 2: "B"} and len(ds.test_cases()) == 20
     label = read_label(ds.training_cases()[0].label)[0]
     assert set(np.unique(label)) == {0, 1} and 0.05 < label.mean() < 0.2   # vessels, not the FOV
+    test_label = read_label(tmp_path / "DRIVE" / "labelsTs" / "01.png")[0]  # test/1st_manual/01_manual1.gif
+    assert test_label.shape == (584, 565) and 0.05 < test_label.mean() < 0.2
     _no_check_errors(tmp_path / "DRIVE")
 
 

@@ -8,7 +8,8 @@ place only when complete.
 
 Examples:
   unetkit import ../shared/datasets/DRIVE DRIVE_raw --images training/images \\
-      --masks training/1st_manual --test-images test/images --labels background=0,vessel=1
+      --masks training/1st_manual --test-images test/images --test-masks test/1st_manual \\
+      --labels background=0,vessel=1
   unetkit import ../shared/datasets/ISBI2012_EM ISBI_raw --images train/image \\
       --masks train/label --invert-mask --test-images test/image --labels background=0,membrane=1
 """
@@ -27,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--images", help="image folder (default: the first of images/, image/, imgs/, img/)")
     g.add_argument("--masks", action="append",
                    help="mask folder; repeat for several masks per image (default: masks/, labels/, ...)")
-    g.add_argument("--test-images", help="folder of unlabelled images, written to imagesTs/")
+    g.add_argument("--test-images", help="folder of test images, written to imagesTs/")
+    g.add_argument("--test-masks", help="folder of the test images' masks (converted like --masks), written to labelsTs/")
     g = parser.add_argument_group("pairing by name (detected when not given)")
     g.add_argument("--image-suffix", help="stripped from image names before pairing, e.g. _training")
     g.add_argument("--image-prefix", help="stripped from the start of image names before pairing")
@@ -35,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="stripped from mask names, e.g. _manual1; repeat (one mask folder) for several masks per image")
     g.add_argument("--mask-prefix", help="stripped from the start of mask names, e.g. mask_")
     g.add_argument("--test-image-suffix", help="stripped from test image names, e.g. _test")
+    g.add_argument("--test-mask-suffix", help="stripped from test mask names (default: the --mask-suffix rule)")
     g = parser.add_argument_group("mask values")
     g.add_argument("--labels", help="label names and values, e.g. background=0,vessel=1 (default: from the masks)")
     g.add_argument("--threshold", type=float,
@@ -60,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         report = import_dataset(
             args.source, args.dest, images=args.images, masks=args.masks, image_suffix=args.image_suffix,
             image_prefix=args.image_prefix, mask_suffix=args.mask_suffix, mask_prefix=args.mask_prefix,
-            test_images=args.test_images, test_image_suffix=args.test_image_suffix, labels=args.labels,
+            test_images=args.test_images, test_image_suffix=args.test_image_suffix,
+            test_masks=args.test_masks, test_mask_suffix=args.test_mask_suffix, labels=args.labels,
             label_map=args.label_map, threshold=args.threshold, invert_mask=args.invert_mask,
             combine=args.combine, channel_name=args.channel_name, name=args.name, limit=args.limit,
             num_processes=args.num_processes, overwrite=args.overwrite, progress=sys.stderr.isatty())

@@ -127,11 +127,12 @@ class _Task:
 
     name: str
     image: str
-    masks: tuple[str, ...]  # empty for test images
+    masks: tuple[str, ...]  # empty for unlabelled test images
     out_dir: str
     file_ending: str
     rule: MaskRule
     combine: str
+    test: bool = False      # written to imagesTs/ (and labelsTs/ when it has masks)
 
 
 @dataclass
@@ -363,8 +364,9 @@ def _convert_case(task: _Task) -> _Result:
     """Convert one case: write its image (and label) under ``task.out_dir``; never raises DataError."""
     out = Path(task.out_dir)
     image_path = Path(task.image)
-    is_test = not task.masks
+    is_test = task.test or not task.masks
     img_dir = out / ("imagesTs" if is_test else "imagesTr")
+    label_dir = out / ("labelsTs" if is_test else "labelsTr")
     notes: list[str] = []
     try:
         src_ending = file_ending(image_path)
@@ -392,7 +394,7 @@ def _convert_case(task: _Task) -> _Result:
                 for c in range(image.shape[0]):
                     write_image(image[c:c + 1], img_dir / f"{task.name}_{c:04d}{task.file_ending}", geometry)
         result = _Result(task.name, True, channels=int(image.shape[0]), dtype=str(image.dtype), file=task.image)
-        if is_test:
+        if not task.masks:
             return result
         combined: np.ndarray | None = None
         thresholded, kept, thresholds = 0, 0, []
@@ -419,7 +421,7 @@ def _convert_case(task: _Task) -> _Result:
             else:  # one label per mask; later masks win where they overlap
                 combined = np.where(label > 0, k, combined)
         assert combined is not None
-        write_label(combined.astype(np.int16), out / "labelsTr" / f"{task.name}{task.file_ending}", geometry)
+        write_label(combined.astype(np.int16), label_dir / f"{task.name}{task.file_ending}", geometry)
         result.values = tuple(int(v) for v in np.unique(combined))
         result.thresholded, result.kept, result.threshold_used = thresholded, kept, tuple(sorted(set(thresholds)))
         result.notes = tuple(sorted(set(notes)))
@@ -427,7 +429,7 @@ def _convert_case(task: _Task) -> _Result:
     except DataError as exc:
         # Remove whatever this case already wrote, so a skipped case leaves no file behind.
         for f in list(img_dir.glob(f"{task.name}_[0-9][0-9][0-9][0-9]{task.file_ending}")) + \
-                [out / "labelsTr" / f"{task.name}{task.file_ending}"]:
+                [label_dir / f"{task.name}{task.file_ending}"]:
             if f.is_file():
                 f.unlink()
         return _Result(task.name, False, reason=exc.message, file=exc.path or task.image)
@@ -457,7 +459,8 @@ def import_dataset(source: str | Path, dest: str | Path, *, images: str | None =
                    masks: str | Sequence[str] | None = None, image_suffix: str | None = None,
                    image_prefix: str | None = None, mask_suffix: str | Sequence[str] | None = None,
                    mask_prefix: str | None = None, test_images: str | None = None,
-                   test_image_suffix: str | None = None, labels: str | dict | None = None,
+                   test_image_suffix: str | None = None, test_masks: str | None = None,
+                   test_mask_suffix: str | None = None, labels: str | dict | None = None,
                    label_map: str | dict | None = None, threshold: float | None = None,
                    invert_mask: bool = False, combine: str = "union", channel_name: str | None = None,
                    name: str | None = None, limit: int | None = None, num_processes: int | None = None,
@@ -477,6 +480,10 @@ def import_dataset(source: str | Path, dest: str | Path, *, images: str | None =
         mask_prefix: stripped from mask names before pairing; detected when not given.
         test_images: folder of unlabelled images, copied to ``imagesTs``.
         test_image_suffix: stripped from test image names (default: a trailing token they all share).
+        test_masks: folder of the test images' masks (DRIVE's ``test/1st_manual``), converted by
+            the same rules as the training masks into ``labelsTs``; a test image without its
+            mask is skipped with the reason.
+        test_mask_suffix: stripped from test mask names (default: the training masks' suffix).
         labels: ``"background=0,vessel=1"`` or a dict; default from the masks.
         label_map: ``"255:1,128:2"``: mask value -> label value (unlisted non-zero values are an error).
         threshold: binarise masks: foreground is value > threshold. Default: 127 for 8-bit masks
@@ -638,6 +645,31 @@ def import_dataset(source: str | Path, dest: str | Path, *, images: str | None =
             seen[safe] = f
             test_pairs.append((safe, f))
         test_pairs.sort()
+    test_mask_of: dict[str, Path] = {}
+    if test_masks is not None:
+        if test_images is None:
+            raise ValueError("test masks need test images (--test-images)")
+        tmask_dir = _resolve_folder(source, test_masks, (), "test-masks")
+        tmask_files = _list_files(tmask_dir, "test masks", skipped)
+        first = rules["mask_sources"][0]
+        tmsuffix = test_mask_suffix if test_mask_suffix is not None else first["suffix"]
+        keyed = _keyed(tmask_files, first["prefix"] if test_mask_suffix is None else "", tmsuffix)
+        rules["test_masks"], rules["test_mask_suffix"] = str(tmask_dir.relative_to(source)), tmsuffix
+        kept_pairs = []
+        for safe, f in test_pairs:
+            found = keyed.get(safe, [])
+            if len(found) != 1:
+                why = "no mask" if not found else f"{len(found)} masks ({', '.join(x.name for x in found)})"
+                skipped.append(Skipped(str(f), f"test image has {why} in {rules['test_masks']}/ (looked for "
+                                               f"{safe}{tmsuffix}.*)", safe))
+                continue
+            test_mask_of[safe] = found[0]
+            kept_pairs.append((safe, f))
+        for key, fs in sorted(keyed.items()):
+            if key not in test_mask_of:
+                for f in fs:
+                    skipped.append(Skipped(str(f), "test mask without test image", key))
+        test_pairs = kept_pairs
 
     left_out = 0
     if limit is not None:
@@ -658,10 +690,11 @@ def import_dataset(source: str | Path, dest: str | Path, *, images: str | None =
     with atomic_directory(dest, overwrite=overwrite) as tmp:
         tasks = [_Task(n, str(i), tuple(str(m) for m in ms), str(tmp), out_ending, rule, combine)
                  for n, i, ms in pairs]
-        tasks += [_Task(n, str(i), (), str(tmp), out_ending, rule, combine) for n, i in test_pairs]
+        tasks += [_Task(n, str(i), (str(test_mask_of[n]),) if n in test_mask_of else (), str(tmp), out_ending, rule,
+                        combine, test=True) for n, i in test_pairs]
         results = _run_tasks(tasks, n_proc, progress, total)
-        train_res = [r for r, t in zip(results, tasks) if t.masks]
-        test_res = [r for r, t in zip(results, tasks) if not t.masks]
+        train_res = [r for r, t in zip(results, tasks) if not t.test]
+        test_res = [r for r, t in zip(results, tasks) if t.test]
         for r in results:
             if not r.ok:
                 skipped.append(Skipped(r.file, r.reason, r.name))
@@ -682,11 +715,11 @@ def import_dataset(source: str | Path, dest: str | Path, *, images: str | None =
             channel_names = {"0": channel_name or ("grey" if out_ending == ".png" else "image")}
         else:
             channel_names = {str(c): f"{channel_name or 'channel'}_{c}" for c in range(n_channels)}
-        found_values = sorted({v for r in good for v in r.values})
+        found_values = sorted({v for r in good + good_test for v in r.values})
         if declared is not None:
             undeclared = [v for v in found_values if v not in declared.values()]
             if undeclared:
-                where = [r.name for r in good if set(r.values) & set(undeclared)][:5]
+                where = [r.name for r in good + good_test if set(r.values) & set(undeclared)][:5]
                 raise DataError(f"label values {undeclared} found (cases {', '.join(where)}) are not declared in "
                                 f"labels {declared}", source)
             label_names = declared
@@ -720,6 +753,8 @@ def import_dataset(source: str | Path, dest: str | Path, *, images: str | None =
         used = {image_dir.resolve(), *(d.resolve() for d in mask_dirs)}
         if test_images is not None:
             used.add((source / test_images).resolve())
+        if test_masks is not None:
+            used.add((source / test_masks).resolve())
         for parent in sorted({u.parent for u in used}):
             for sib in sorted(parent.iterdir()):
                 if sib.is_dir() and sib.resolve() not in used and not sib.name.startswith("."):
@@ -738,7 +773,9 @@ def import_dataset(source: str | Path, dest: str | Path, *, images: str | None =
                               "threshold_given": threshold is not None, "invert": invert_mask,
                               "label_map": None if rule.label_map is None else {str(a): b for a, b in rule.label_map},
                               "combine": combine, "masks_thresholded": n_thr, "masks_values_kept": n_kept},
-                "counts": {"training": len(good), "test": len(good_test), "skipped": len(skipped),
+                "counts": {"training": len(good), "test": len(good_test),
+                           "test_labelled": sum(1 for r in good_test if r.name in test_mask_of),
+                           "skipped": len(skipped),
                            "left_out_by_limit": left_out},
                 "limit": limit,
                 "notes": notes,
