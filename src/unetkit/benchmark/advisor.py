@@ -651,7 +651,7 @@ def advise(new: DatasetFeatures, results: BenchmarkResults, *, max_params: float
             if not math.isfinite(value):
                 reasons.append(f"{column} not measured, cannot check {flag_names[column]} {limit:g}")
             elif value > limit:
-                reasons.append(f"{value:.3g}{units[column]} > {flag_names[column]} {limit:g}")
+                reasons.append(f"{_num(value)}{units[column]} > {flag_names[column]} {limit:g}")
         if reasons:
             excluded.append({"model": model, "reasons": reasons, **{c: costs[c] for c in COST_COLUMNS}})
             continue
@@ -663,6 +663,9 @@ def advise(new: DatasetFeatures, results: BenchmarkResults, *, max_params: float
             if failure and (weights[dataset] >= FLAG_WEIGHT or dataset == order[0]):
                 flags.append(f"{failure['failed']} of {failure['runs']} run(s) failed on {dataset} "
                              f"(weight {weights[dataset]:.2f}): {failure['error'] or 'see runs.csv'}")
+        if cost_dataset is not None and results.datasets[cost_dataset].dims != new.dims:
+            flags.append(f"costs measured on {cost_dataset} ({results.datasets[cost_dataset].dims}D), "
+                         f"not on {new.dims}D data")
         if total < MIN_COVERAGE:
             flags.append(f"little evidence: results only on datasets carrying {100 * total:.0f}% of the "
                          "similarity weight")
@@ -713,6 +716,11 @@ def advise(new: DatasetFeatures, results: BenchmarkResults, *, max_params: float
     return _clean(report)
 
 
+def _num(value: float) -> str:
+    """Three significant digits without exponent notation (1500, not 1.5e+03)."""
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
 def _why(candidate: Mapping[str, Any], metric: str) -> str:
     parts = []
     for item in candidate["evidence"]:
@@ -726,11 +734,11 @@ def _why(candidate: Mapping[str, Any], metric: str) -> str:
             parts.append(f"{item['dataset']} (w {item['weight']:.2f}): FAILED")
     costs = []
     if math.isfinite(candidate["params_m"]):
-        costs.append(f"{candidate['params_m']:.3g}M params")
+        costs.append(f"{_num(candidate['params_m'])}M params")
     if math.isfinite(candidate["gflops"]):
-        costs.append(f"{candidate['gflops']:.3g} GFLOPs")
+        costs.append(f"{_num(candidate['gflops'])} GFLOPs")
     if math.isfinite(candidate["latency_ms"]):
-        costs.append(f"{candidate['latency_ms']:.3g} ms")
+        costs.append(f"{_num(candidate['latency_ms'])} ms")
     text = "; ".join(parts) if parts else "no results on the nearest datasets"
     if costs:
         text += f"; {', '.join(costs)} on {candidate['cost_dataset']}'s patch"
@@ -766,8 +774,8 @@ def _message(new: DatasetFeatures, ranked: Sequence[Mapping[str, Any]], excluded
                   if column in item and item[column] is not None and math.isfinite(item[column])
                   and all(flag_names[column] in r for r in item["reasons"])]
         if values:
-            lines.append(f"  {flag_names[column]} {min(values):.3g} would admit the smallest "
-                         f"({min(values):.3g}{units[column]})")
+            lines.append(f"  {flag_names[column]} {_num(min(values))} would admit the smallest "
+                         f"({_num(min(values))}{units[column]})")
     return "\n".join(lines)
 
 
