@@ -220,13 +220,13 @@ def write_unetkit_model(work: Path, name: str, config: str, seed: int, check_fil
     return model_dir
 
 
-def forward_floor(model_dir: Path, repeats: int) -> tuple[float, tuple[int, ...]]:
+def forward_floor(model_dir: Path, repeats: int, folds: tuple = (0,)) -> tuple[float, tuple[int, ...]]:
     """Median seconds of the bare network forward (batch 1, eval, inference mode); the patch."""
     import torch
 
     from unetkit.inference.predictor import load_configuration
 
-    model = load_configuration(model_dir, [0], "final", "cpu")
+    model = load_configuration(model_dir, list(folds[:1]), "final", "cpu")
     net = model.networks[0]
     x = torch.randn(1, model.in_channels, *model.patch_size)
     times = []
@@ -238,14 +238,14 @@ def forward_floor(model_dir: Path, repeats: int) -> tuple[float, tuple[int, ...]
     return statistics.median(times[2:]), model.patch_size
 
 
-def passes_per_case(model_dir: Path, inputs: Path) -> list[int]:
+def passes_per_case(model_dir: Path, inputs: Path, folds: tuple = (0,)) -> list[int]:
     """Tiles x mirror passes each input case needs on the configuration's grid."""
     from unetkit.data.io import read_images
     from unetkit.inference.predictor import collect_inputs, load_configuration
     from unetkit.inference.sliding_window import count_forward_passes
     from unetkit.preprocessing import preprocess_case
 
-    model = load_configuration(model_dir, [0], "final", "cpu")
+    model = load_configuration(model_dir, list(folds[:1]), "final", "cpu")
     out = []
     for case in collect_inputs(inputs):
         image, geometry = read_images(case.files, case.name)

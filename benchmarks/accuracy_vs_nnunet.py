@@ -1,0 +1,545 @@
+#!/usr/bin/env python
+"""Accuracy and prediction speed: unetkit against nnU-Net v2, each trained the same way on the same split.
+
+For each dataset the script, on this machine,
+
+1. builds one nnU-Net v2 raw dataset holding **only the training cases** (both tools plan,
+   preprocess and train on it) and a separate test folder (images ``CASE_0000.ext`` and labels):
+   - Hippocampus (3d_fullres): the 260 paired case names sorted; index % 5 == 4 is the 52-case
+     test set, the other 208 train;
+   - DRIVE (2d, 565x584 RGB): the 20 training pictures train, the 20 test pictures (with their
+     1st_manual labels) test; label 1 = vessel;
+   - ISBI 2012 (2d, 512x512 EM): training slices 0-23 train, 24-29 test; label 1 = membrane
+     (black in the shared label images);
+2. plans and preprocesses with nnU-Net (``nnUNetv2_plan_and_preprocess``) and with unetkit, and
+   puts nnU-Net's network and patch into unetkit's plan; both train at batch ``--batch-size`` (2);
+3. trains both for the same number of iterations (``--epochs`` x iterations per epoch, the same
+   polynomial learning-rate schedule over the epochs, the same validation batches per epoch,
+   which only pick ``checkpoint_best``) on all training cases (fold ``all`` in both tools, so the
+   test cases are never seen); nnU-Net with a short trainer subclass (the one from
+   ``train_speed_vs_nnunet.py``: set epochs/iterations, step timings to JSON, no final
+   validation), unetkit with ``unetkit train -f all``;
+4. predicts the test images with ``checkpoint_final`` of each (mirroring on, step 0.5, CPU),
+   each twice: from scratch and again with ``--continue`` (every case skipped) to measure the
+   start-up, so seconds per case = (full - start-up) / cases; the floor (network forward, batch 1,
+   x tiles x mirror passes; the median of measurements before unetkit's, between the two tools'
+   and after nnU-Net's predictions) is measured in the same run;
+5. evaluates both tools' predictions with the same evaluator (``unetkit evaluate``, metrics in
+   physical units) and prints one table per dataset: test Dice per label and mean for each, the
+   difference in points, prediction seconds per case, the floor and the ratios, training seconds
+   per iteration, the load average and the commands; then whether each goal is met.
+
+Phases (``--phase train|predict|all``) share ``--workdir``, so trained models are reused and the
+prediction timing can be rerun on a quiet machine::
+
+    python benchmarks/accuracy_vs_nnunet.py --datasets hippocampus --workdir /tmp/acc_bench/work
+    python benchmarks/accuracy_vs_nnunet.py --datasets isbi drive --iterations 50 --phase train
+    python benchmarks/accuracy_vs_nnunet.py --datasets isbi drive --phase predict --json out.json
+    python benchmarks/accuracy_vs_nnunet.py --datasets isbi --iterations 4 --max-test-cases 3   # smoke
+
+Goals (issue 4): test Dice no worse than nnU-Net's at equal iterations (within 0.5 points);
+prediction within 1.1x of the floor, beating nnU-Net; at least 2x faster than nnU-Net on the large
+2D pictures. One training run per tool: the Dice difference includes seed noise (nnU-Net is not
+seeded), and timings on a shared machine are noisy (the load average is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from plan_preprocess_vs_nnunet import run, unetkit_cli  # noqa: E402
+from predict_speed_vs_nnunet import agreement, forward_floor, passes_per_case  # noqa: E402
+from train_speed_vs_nnunet import (TRAINER_TEMPLATE, nnunet_arch_into_unetkit, nnunet_site_packages,  # noqa: E402
+                                   summarize)
+
+TRAINER_NAME = "nnUNetTrainer_UnetkitAccBench"
+
+DATASETS = {
+    # key: nnU-Net id, folder name, configuration, ending, label names, default iterations
+    "hippocampus": {"id": 908, "name": "Hippocampus", "config": "3d_fullres", "ending": ".nii.gz",
+                    "labels": {"background": 0, "Anterior": 1, "Posterior": 2}, "iterations": 250},
+    "drive": {"id": 909, "name": "DRIVE", "config": "2d", "ending": ".png",
+              "labels": {"background": 0, "vessel": 1}, "iterations": 50},
+    "isbi": {"id": 910, "name": "ISBI", "config": "2d", "ending": ".png",
+             "labels": {"background": 0, "membrane": 1}, "iterations": 50},
+}
+TITLES = {"hippocampus": "Hippocampus", "drive": "DRIVE", "isbi": "ISBI 2012 EM"}
+
+
+# ----------------------------------------------------------------------------- datasets
+
+def _dataset_json(ds: Path, name: str, channels: dict, labels: dict, n: int, ending: str) -> None:
+    (ds / "dataset.json").write_text(json.dumps({"name": name, "channel_names": channels, "labels": labels,
+                                                 "numTraining": n, "file_ending": ending}, indent=2))
+
+
+def build_hippocampus(ds: Path, test: Path, max_test: int | None) -> dict:
+    src = SHARED / "Hippocampus" / "TrainingSet"
+    ending = ".nii.gz"
+    stems = sorted({p.name[: -len(ending)] for p in (src / "images").glob(f"*{ending}")}
+                   & {p.name[: -len(ending)] for p in (src / "labels").glob(f"*{ending}")})
+    train = [s for i, s in enumerate(stems) if i % 5 != 4]
+    tests = [s for i, s in enumerate(stems) if i % 5 == 4][:max_test]
+    (ds / "imagesTr").mkdir(parents=True)
+    (ds / "labelsTr").mkdir()
+    for stem in train:
+        os.symlink((src / "images" / f"{stem}{ending}").resolve(), ds / "imagesTr" / f"{stem}_0000{ending}")
+        os.symlink((src / "labels" / f"{stem}{ending}").resolve(), ds / "labelsTr" / f"{stem}{ending}")
+    _dataset_json(ds, "Hippocampus", {"0": "MRI"}, DATASETS["hippocampus"]["labels"], len(train), ending)
+    (test / "images").mkdir(parents=True)
+    (test / "labels").mkdir()
+    for stem in tests:
+        os.symlink((src / "images" / f"{stem}{ending}").resolve(), test / "images" / f"{stem}_0000{ending}")
+        os.symlink((src / "labels" / f"{stem}{ending}").resolve(), test / "labels" / f"{stem}{ending}")
+    return {"train": len(train), "test": len(tests), "total_paired": len(stems)}
+
+
+def _pictures(ds: Path, test: Path, key: str, channels: dict, train: list, tests: list, foreground) -> dict:
+    """PNG copies: training pairs into ``ds``, test pairs into ``test/images`` and ``test/labels``."""
+    import numpy as np
+
+    from unetkit.data.io import Geometry, read_image, read_label, write_image, write_label
+
+    geometry = Geometry((1.0, 1.0))
+    for folder, pairs, images, labels in ((ds, train, "imagesTr", "labelsTr"), (test, tests, "images", "labels")):
+        (folder / images).mkdir(parents=True)
+        (folder / labels).mkdir()
+        for name, image_path, label_path in pairs:
+            image, _ = read_image(image_path)
+            label, _ = read_label(label_path)
+            write_image(image, folder / images / f"{name}_0000.png", geometry)
+            write_label(foreground(label).astype(np.uint8), folder / labels / f"{name}.png", geometry)
+    _dataset_json(ds, DATASETS[key]["name"], channels, DATASETS[key]["labels"], len(train), ".png")
+    return {"train": len(train), "test": len(tests)}
+
+
+def build_drive(ds: Path, test: Path, max_test: int | None) -> dict:
+    src = SHARED / "DRIVE"
+
+    def pairs(split: str) -> list:
+        out = []
+        for p in sorted((src / split / "images").glob("*.tif")):
+            number = p.name.split("_")[0]
+            out.append((f"drive_{number}", p, src / split / "1st_manual" / f"{number}_manual1.gif"))
+        return out
+
+    return _pictures(ds, test, "drive", {"0": "R", "1": "G", "2": "B"}, pairs("training"), pairs("test")[:max_test],
+                     lambda label: label > 0)
+
+
+def build_isbi(ds: Path, test: Path, max_test: int | None) -> dict:
+    src = SHARED / "ISBI2012_EM" / "train"
+    slices = sorted((p for p in (src / "image").glob("*.png") if p.stem.isdigit()), key=lambda p: int(p.stem))
+    pairs = [(f"isbi_{int(p.stem):02d}", p, src / "label" / p.name) for p in slices]
+    train = [x for x, p in zip(pairs, slices) if int(p.stem) <= 23]
+    tests = [x for x, p in zip(pairs, slices) if int(p.stem) >= 24][:max_test]
+    # membranes are black (0) in the shared labels, cells white (255): label 1 = membrane
+    return _pictures(ds, test, "isbi", {"0": "EM"}, train, tests, lambda label: label == 0)
+
+
+BUILDERS = {"hippocampus": build_hippocampus, "drive": build_drive, "isbi": build_isbi}
+
+
+# ----------------------------------------------------------------------------- layout
+
+class Layout:
+    """Everything of one dataset under ``WORKDIR/KEY/`` (kept between phases)."""
+
+    def __init__(self, workdir: Path, key: str):
+        spec = DATASETS[key]
+        self.key, self.spec, self.config = key, spec, spec["config"]
+        self.root = workdir / key
+        self.folder = f"Dataset{spec['id']:03d}_{spec['name']}"
+        self.raw_root = self.root / "raw"
+        self.raw = self.raw_root / self.folder
+        self.test = self.root / "test"
+        self.nn_pre = self.root / "nn_pre"
+        self.nn_results = self.root / "nn_results"
+        self.nn_model = self.nn_results / self.folder / f"{TRAINER_NAME}__nnUNetPlans__{self.config}"
+        self.uk_work = self.root / "uk"
+        self.uk_model = self.uk_work / self.folder / "models" / f"{self.config}__plain_unet"
+        self.train_json = self.root / "train_results.json"
+        self.predict_json = self.root / "predict_results.json"
+
+    def nn_env(self, workers: int) -> dict:
+        return {**os.environ, "nnUNet_raw": str(self.raw_root), "nnUNet_preprocessed": str(self.nn_pre),
+                "nnUNet_results": str(self.nn_results), "nnUNet_n_proc_DA": str(workers), "nnUNet_compile": "false"}
+
+    def nn_env_text(self) -> str:
+        return (f"env nnUNet_raw={self.raw_root} nnUNet_preprocessed={self.nn_pre} "
+                f"nnUNet_results={self.nn_results} nnUNet_compile=false")
+
+
+class NNUNetTrainerFile:
+    """The short nnU-Net trainer, present in the venv's package while nnU-Net trains or predicts."""
+
+    def __init__(self, nn_python: Path, epochs: int, iterations: int, val_iterations: int):
+        self.path = nnunet_site_packages(nn_python) / "training" / "nnUNetTrainer" / f"{TRAINER_NAME}.py"
+        self.text = TRAINER_TEMPLATE.format(name=TRAINER_NAME, epochs=epochs, iterations=iterations,
+                                            val_iterations=val_iterations)
+
+    def __enter__(self):
+        self.path.write_text(self.text)
+        return self
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def load_avg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# ----------------------------------------------------------------------------- phase: train
+
+def phase_train(lay: Layout, args, nn_python: Path | None, this_command: str) -> dict:
+    iterations = args.iterations or lay.spec["iterations"]
+    epochs = min(args.epochs, iterations)
+    if iterations % epochs:
+        raise SystemExit(f"error: --iterations {iterations} is not a multiple of --epochs {epochs}")
+    per_epoch = iterations // epochs
+    previous = json.loads(lay.train_json.read_text()) if lay.train_json.is_file() else {}
+    result: dict = {"dataset": lay.key, "configuration": lay.config, "iterations": iterations, "epochs": epochs,
+                    "iterations_per_epoch": per_epoch, "val_iterations": args.val_iterations,
+                    "batch_size": args.batch_size, "num_workers": args.num_workers,
+                    "load_average_before": load_avg(), "command": this_command, "commands": []}
+    if previous and any(previous.get(k) != result[k] for k in ("iterations", "epochs", "batch_size")) \
+            and not args.retrain:
+        raise SystemExit(f"error: {lay.root} was trained with other settings ({previous.get('epochs')} x "
+                         f"{previous.get('iterations_per_epoch')}, batch {previous.get('batch_size')}); "
+                         "use another --workdir or --retrain")
+    if args.retrain and lay.root.exists():
+        shutil.rmtree(lay.root)
+        previous = {}
+    commands = result["commands"]
+
+    # data (train-only raw dataset + test folder)
+    if not (lay.raw / "dataset.json").is_file():
+        shutil.rmtree(lay.root, ignore_errors=True)
+        result["cases"] = BUILDERS[lay.key](lay.raw, lay.test, args.max_test_cases)
+        (lay.root / "cases.json").write_text(json.dumps(result["cases"]))
+    else:
+        result["cases"] = json.loads((lay.root / "cases.json").read_text())
+    n = str(args.num_processes)
+
+    # nnU-Net: plan + preprocess, batch size set in its plans
+    nn_plans_file = lay.nn_pre / lay.folder / "nnUNetPlans.json"
+    if nn_python is not None:
+        env = lay.nn_env(args.num_workers)
+        if not nn_plans_file.is_file():
+            cmd = [str(args.nnunet_venv / "bin" / "nnUNetv2_plan_and_preprocess"), "-d", str(lay.spec["id"]),
+                   "-c", lay.config, "-np", n, "-npfp", n]
+            commands.append(f"{lay.nn_env_text()} {shlex.join(cmd)}")
+            run(cmd, env, lay.root / "nnunet_plan_and_preprocess.log")
+        nn_plans = json.loads(nn_plans_file.read_text())
+        nn_cfg = nn_plans["configurations"][lay.config]
+        result["nnunet_plan"] = {"batch_size_planned": nn_cfg.get("batch_size_planned", nn_cfg["batch_size"]),
+                                 "normalization": nn_cfg["normalization_schemes"], "spacing": nn_cfg["spacing"]}
+        nn_cfg.setdefault("batch_size_planned", nn_cfg["batch_size"])
+        nn_cfg["batch_size"] = args.batch_size
+        nn_plans_file.write_text(json.dumps(nn_plans, indent=2))
+        shared = nnunet_arch_into_unetkit(nn_cfg)
+    # unetkit: plan, nnU-Net's network/patch/batch, preprocess
+    plans_path = lay.uk_work / lay.folder / "plans.json"
+    args_plan = ["plan", str(lay.raw), "--workdir", str(lay.uk_work), "--num-processes", n, "--quiet"]
+    commands.append(shlex.join(["unetkit", *args_plan]))
+    if not plans_path.is_file():
+        run(unetkit_cli(*args_plan), None, lay.root / "unetkit_plan.log")
+    plans = json.loads(plans_path.read_text())
+    entry = plans["configurations"][lay.config]
+    if nn_python is None:
+        shared = {k: entry[k] for k in ("patch_size", "batch_dice", "architecture")}
+    shared["batch_size"] = args.batch_size
+    entry.update(shared)
+    plans_path.write_text(json.dumps(plans, indent=2))
+    result["shared_setup"] = shared
+    result["unetkit_plan"] = {"normalization": entry["normalization_schemes"], "spacing": entry["spacing"]}
+    args_pre = ["preprocess", str(lay.raw), "--workdir", str(lay.uk_work), "-c", lay.config, "--num-processes", n,
+                "--no-progress"]
+    commands.append(shlex.join(["unetkit", *args_pre]))
+    run(unetkit_cli(*args_pre), None, lay.root / "unetkit_preprocess.log")
+
+    # nnU-Net training (fold all = every training case; the test cases are not in the raw dataset)
+    if nn_python is not None:
+        cmd = [str(args.nnunet_venv / "bin" / "nnUNetv2_train"), str(lay.spec["id"]), lay.config, "all",
+               "-tr", TRAINER_NAME, "-device", "cpu"]
+        commands.append(f"{lay.nn_env_text()} nnUNet_n_proc_DA={args.num_workers} {shlex.join(cmd)}")
+        fold = lay.nn_model / "fold_all"
+        if (fold / "checkpoint_final.pth").is_file() and "nnunet" in previous:
+            result["nnunet"] = previous["nnunet"]
+            print(f"nnU-Net: reusing {fold}/checkpoint_final.pth", flush=True)
+        else:
+            shutil.rmtree(fold, ignore_errors=True)
+            with NNUNetTrainerFile(nn_python, epochs, per_epoch, args.val_iterations):
+                load = load_avg()
+                wall = run(cmd, lay.nn_env(args.num_workers), lay.root / "nnunet_train.log")
+            t = json.loads((fold / "unetkit_bench_timing.json").read_text())
+            result["nnunet"] = {**summarize(t["step_seconds"], t["wait_seconds"]), "wall_seconds": wall,
+                                "load_average_before": load, "load_average_after": load_avg()}
+        lay.train_json.write_text(json.dumps({**previous, **result}, indent=2))
+
+    # unetkit training
+    args_train = ["train", lay.folder, "-c", lay.config, "-f", "all", "--workdir", str(lay.uk_work),
+                  "--epochs", str(epochs), "--iterations-per-epoch", str(per_epoch),
+                  "--val-iterations", str(args.val_iterations), "--batch-size", str(args.batch_size),
+                  "--num-workers", str(args.num_workers), "--device", "cpu", "--quiet"]
+    commands.append(shlex.join(["unetkit", *args_train]))
+    fold = lay.uk_model / "fold_all"
+    if (fold / "checkpoint_final.json").is_file() and "unetkit" in previous:
+        result["unetkit"] = previous["unetkit"]
+        print(f"unetkit: reusing {fold}/checkpoint_final", flush=True)
+    else:
+        shutil.rmtree(fold, ignore_errors=True)
+        load = load_avg()
+        wall = run(unetkit_cli(*args_train), None, lay.root / "unetkit_train.log")
+        timing = json.loads((fold / "progress.json").read_text())["timing"]
+        result["unetkit"] = {**timing, "wall_seconds": wall, "load_average_before": load,
+                             "load_average_after": load_avg()}
+    result["load_average_after"] = load_avg()
+    lay.train_json.write_text(json.dumps({**previous, **result}, indent=2))
+    return result
+
+
+# ----------------------------------------------------------------------------- phase: predict
+
+def dice_summary(summary_file: Path, labels: dict) -> dict:
+    s = json.loads(summary_file.read_text())
+    out = {}
+    for name, value in labels.items():
+        if value == 0:
+            continue
+        m = s["mean"][str(value)]
+        out[name] = m["Dice"]
+        out[f"{name} HD95"] = m.get("HD95")
+    out["mean"] = s["foreground_mean"]["Dice"]
+    out["cases"] = s["num_cases"]
+    return out
+
+
+def phase_predict(lay: Layout, args, nn_python: Path | None, threads: int, this_command: str) -> dict:
+    if not lay.train_json.is_file():
+        raise SystemExit(f"error: nothing trained in {lay.root}; run --phase train first")
+    trained = json.loads(lay.train_json.read_text())
+    inputs, gt = lay.test / "images", lay.test / "labels"
+    n_cases = len(list(gt.iterdir()))
+    result: dict = {"dataset": lay.key, "configuration": lay.config, "test_cases": n_cases, "threads": threads,
+                    "load_average_before": load_avg(), "command": this_command, "commands": []}
+    commands = result["commands"]
+    ending = lay.spec["ending"]
+    labels_arg = [str(v) for v in lay.spec["labels"].values() if v]
+
+    floor_before, _ = forward_floor(lay.uk_model, args.floor_repeats, ("all",))
+
+    # unetkit
+    out_uk = lay.root / "pred_unetkit"
+    shutil.rmtree(out_uk, ignore_errors=True)
+    uk_args = ["predict", "-i", str(inputs), "-o", str(out_uk), "-m", str(lay.uk_model / "fold_all"),
+               "--checkpoint", "final", "--device", "cpu", "--threads", str(threads), "--quiet"]
+    commands.append(shlex.join(["unetkit", *uk_args]))
+    load = load_avg()
+    full = run(unetkit_cli(*uk_args), None, lay.root / "unetkit_predict.log")
+    startup = run(unetkit_cli(*uk_args, "--continue"))
+    result["unetkit"] = {"wall": full, "startup": startup, "per_case": (full - startup) / n_cases,
+                         "load_average_before": load, "load_average_after": load_avg()}
+
+    # nnU-Net
+    out_nn = lay.root / "pred_nnunet"
+    if nn_python is not None:
+        floor_between, _ = forward_floor(lay.uk_model, args.floor_repeats, ("all",))
+        shutil.rmtree(out_nn, ignore_errors=True)
+        nn_cmd = [str(args.nnunet_venv / "bin" / "nnUNetv2_predict_from_modelfolder"), "-i", str(inputs),
+                  "-o", str(out_nn), "-m", str(lay.nn_model), "-f", "all", "-chk", "checkpoint_final.pth",
+                  "-device", "cpu", "--disable_progress_bar", "-npp", str(args.nnunet_processes),
+                  "-nps", str(args.nnunet_processes)]
+        commands.append(f"{lay.nn_env_text()} {shlex.join(nn_cmd)}")
+        with NNUNetTrainerFile(nn_python, trained["epochs"], trained["iterations_per_epoch"],
+                               trained["val_iterations"]):
+            load = load_avg()
+            full = run(nn_cmd, lay.nn_env(args.num_workers), lay.root / "nnunet_predict.log")
+            startup = run(nn_cmd + ["--continue_prediction"], lay.nn_env(args.num_workers))
+        result["nnunet"] = {"wall": full, "startup": startup, "per_case": (full - startup) / n_cases,
+                            "load_average_before": load, "load_average_after": load_avg()}
+
+    floor_after, _ = forward_floor(lay.uk_model, args.floor_repeats, ("all",))
+    passes = passes_per_case(lay.uk_model, inputs, ("all",))
+    floors = [floor_before, *([floor_between] if nn_python is not None else []), floor_after]
+    forward = statistics.median(floors)
+    result.update({"forward_seconds": forward, "forward_seconds_before_after": floors,
+                   "passes_per_case": statistics.mean(passes), "floor_per_case": forward * statistics.mean(passes)})
+
+    # the same evaluator for both
+    for tool, pred in (("unetkit", out_uk), ("nnunet", out_nn)):
+        if tool not in result:
+            continue
+        ev = lay.root / f"eval_{tool}"
+        shutil.rmtree(ev, ignore_errors=True)
+        cmd = ["evaluate", str(pred), str(gt), "-l", *labels_arg, "-o", str(ev), "-np", str(args.num_processes),
+               "--quiet"]
+        commands.append(shlex.join(["unetkit", *cmd]))
+        run(unetkit_cli(*cmd))
+        result[tool]["dice"] = dice_summary(ev / "summary.json", lay.spec["labels"])
+    if "nnunet" in result:
+        result["label_agreement"] = agreement(out_uk, out_nn, ending)
+    result["load_average_after"] = load_avg()
+    lay.predict_json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+# ----------------------------------------------------------------------------- report
+
+def table(key: str, tr: dict, pr: dict | None) -> list[str]:
+    """One dataset's table; returns the goal lines too."""
+    s = tr["shared_setup"]
+    kw = s["architecture"]["kwargs"]
+    cases = tr.get("cases", {})
+    lines = [f"{TITLES[key]} ({tr['configuration']}): {cases.get('train')} training / "
+             f"{pr['test_cases'] if pr else cases.get('test')} test cases; nnU-Net's network "
+             f"({kw['n_stages']} stages {kw['features_per_stage']}), patch {s['patch_size']}, batch {s['batch_size']}, "
+             f"{tr['iterations']} iterations = {tr['epochs']} epochs x {tr['iterations_per_epoch']} "
+             f"(+{tr['val_iterations']} validation batches per epoch), checkpoint_final, CPU"]
+    w = 26
+
+    def row(label: str, uk, nn, extra: str = "") -> None:
+        lines.append(f"  {label:<{w}}{uk:>12}{nn:>12}{extra:>16}")
+
+    row("", "unetkit", "nnU-Net", "uk - nnU (pts)")
+    goals = []
+    if pr:
+        uk_d, nn_d = pr["unetkit"]["dice"], pr.get("nnunet", {}).get("dice")
+        for name in [*[n for n, v in DATASETS[key]["labels"].items() if v], "mean"]:
+            a, b = uk_d[name], (nn_d or {}).get(name)
+            row(f"test Dice {name}", f"{a:.4f}", "-" if b is None else f"{b:.4f}",
+                "" if b is None else f"{100 * (a - b):+.2f}")
+        uk_s, floor = pr["unetkit"]["per_case"], pr["floor_per_case"]
+        nn_s = pr.get("nnunet", {}).get("per_case")
+        row("predict s/case", f"{uk_s:.3f}", "-" if nn_s is None else f"{nn_s:.3f}")
+        row("floor s/case", f"{floor:.3f}", "", f"({pr['forward_seconds']:.3f} s x {pr['passes_per_case']:.1f})")
+        row("predict / floor", f"{uk_s / floor:.2f}x", "-" if nn_s is None else f"{nn_s / floor:.2f}x")
+        if nn_s is not None:
+            row("nnU-Net / unetkit time", "", "", f"{nn_s / uk_s:.2f}x")
+        row("start-up s (left out)", f"{pr['unetkit']['startup']:.1f}",
+            "-" if nn_s is None else f"{pr['nnunet']['startup']:.1f}")
+    t_uk, t_nn = tr.get("unetkit", {}), tr.get("nnunet", {})
+    row("train s/iteration (median)", f"{t_uk['median_seconds_per_iteration']:.2f}" if t_uk else "-",
+        f"{t_nn['median_seconds_per_iteration']:.2f}" if t_nn else "-",
+        f"nnU/uk {t_nn['median_seconds_per_iteration'] / t_uk['median_seconds_per_iteration']:.2f}x"
+        if t_uk and t_nn else "")
+    row("train wall s", f"{t_uk.get('wall_seconds', float('nan')):.0f}" if t_uk else "-",
+        f"{t_nn.get('wall_seconds', float('nan')):.0f}" if t_nn else "-")
+    la = lambda d: "/".join(f"{x:.1f}" for x in d["load_average_before"][:1] + d["load_average_after"][:1])  # noqa: E731
+    row("load avg train (bef/aft)", la(t_uk) if t_uk else "-", la(t_nn) if t_nn else "-")
+    if pr:
+        row("load avg predict (bef/aft)", la(pr["unetkit"]), la(pr["nnunet"]) if "nnunet" in pr else "-")
+        floors = " / ".join(f"{x:.3f}" for x in pr["forward_seconds_before_after"])
+        agree = pr.get("label_agreement")
+        lines.append(f"  floor forward (median of before / between / after the predictions: {floors} s); label agreement "
+                     f"unetkit vs nnU-Net (different weights): {'-' if agree is None else f'{100 * agree:.2f} %'}")
+        lines.append(f"  normalization unetkit {tr['unetkit_plan']['normalization']}, nnU-Net "
+                     f"{tr.get('nnunet_plan', {}).get('normalization', '-')}")
+        if nn_d is not None:
+            diff = 100 * (uk_d["mean"] - nn_d["mean"])
+            goals.append(f"  goal Dice within 0.5 points of nnU-Net or better: {'met' if diff >= -0.5 else 'NOT met'} "
+                         f"({diff:+.2f} points, mean over labels)")
+        goals.append(f"  goal prediction <= 1.1x the floor: {'met' if uk_s / floor <= 1.1 else 'NOT met'} "
+                     f"({uk_s / floor:.2f}x"
+                     + (f"; nnU-Net {nn_s / floor:.2f}x)" if nn_s is not None else ")"))
+        if nn_s is not None:
+            if tr["configuration"] == "2d":
+                goals.append(f"  goal >= 2x faster than nnU-Net on large 2D pictures: "
+                             f"{'met' if nn_s / uk_s >= 2 else 'NOT met'} ({nn_s / uk_s:.2f}x)")
+            else:
+                goals.append(f"  goal faster than nnU-Net: {'met' if nn_s / uk_s > 1 else 'NOT met'} "
+                             f"({nn_s / uk_s:.2f}x)")
+    lines += goals
+    lines.append(f"  made by (train): {tr['command']}")
+    if pr:
+        lines.append(f"  made by (predict): {pr['command']}")
+    return lines
+
+
+def report(keys: list[str], workdir: Path, show_commands: bool) -> dict:
+    out, block = {}, []
+    for key in keys:
+        lay = Layout(workdir, key)
+        if not lay.train_json.is_file():
+            continue
+        tr = json.loads(lay.train_json.read_text())
+        pr = json.loads(lay.predict_json.read_text()) if lay.predict_json.is_file() else None
+        out[key] = {"train": tr, "predict": pr}
+        block += table(key, tr, pr)
+        if show_commands:
+            block.append("  commands run:")
+            block += [f"    {c}" for c in tr["commands"] + (pr["commands"] if pr else [])]
+        block.append("")
+    print("\n" + "=" * 100)
+    print("unetkit vs nnU-Net v2.8.1: test accuracy at equal iterations and prediction speed "
+          "(Dice from `unetkit evaluate` for both; s/case excludes start-up)")
+    print("=" * 100)
+    print("\n".join(block))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=["hippocampus", "isbi", "drive"])
+    parser.add_argument("--phase", choices=["train", "predict", "all", "report"], default="all",
+                        help="train (data, plans, training), predict (prediction, floor, evaluation), all, or "
+                             "report (print the tables of what WORKDIR holds)")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/acc_bench/work"),
+                        help="kept between phases: datasets, plans, trained models, predictions, results")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="training iterations per tool (default: Hippocampus 250, DRIVE and ISBI 50)")
+    parser.add_argument("--epochs", type=int, default=5, help="the iterations are spread over this many epochs")
+    parser.add_argument("--val-iterations", type=int, default=2,
+                        help="validation batches per epoch, both tools (pseudo-Dice; only picks checkpoint_best)")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--num-workers", type=int, default=2, help="data-loading processes (both)")
+    parser.add_argument("--num-processes", type=int, default=2, help="preprocessing/evaluation processes")
+    parser.add_argument("--nnunet-processes", type=int, default=2, help="nnU-Net prediction's -npp and -nps")
+    parser.add_argument("--floor-repeats", type=int, default=5)
+    parser.add_argument("--max-test-cases", type=int, default=None, help="only the first N test cases (smoke runs)")
+    parser.add_argument("--retrain", action="store_true", help="start the dataset's work folder afresh")
+    parser.add_argument("--skip-nnunet", action="store_true", help="unetkit only (its own plan)")
+    parser.add_argument("--nnunet-venv", type=Path, default=REPO / ".venv-nnunet")
+    parser.add_argument("--json", type=Path, default=None, help="also write every result here")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    threads = os.cpu_count() or 1  # nnU-Net's CPU prediction uses every core; unetkit gets the same
+    torch.set_num_threads(threads)
+    nn_python = None
+    if not args.skip_nnunet:
+        nn_python = args.nnunet_venv / "bin" / "python"
+        if not nn_python.is_file():
+            raise SystemExit(f"error: no nnU-Net venv at {args.nnunet_venv}; run benchmarks/setup_nnunet_venv.sh")
+    this_command = shlex.join(["python", "benchmarks/accuracy_vs_nnunet.py", *(argv if argv is not None else sys.argv[1:])])
+    args.workdir = args.workdir.resolve()
+    for key in args.datasets:
+        lay = Layout(args.workdir, key)
+        if args.phase in ("train", "all"):
+            print(f"--- {key}: train", flush=True)
+            phase_train(lay, args, nn_python, this_command)
+        if args.phase in ("predict", "all"):
+            print(f"--- {key}: predict", flush=True)
+            phase_predict(lay, args, nn_python, threads, this_command)
+    results = report(args.datasets, args.workdir, show_commands=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
