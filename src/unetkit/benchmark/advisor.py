@@ -77,6 +77,8 @@ EVIDENCE_WEIGHT = 0.01
 #: Metrics a model can be scored by (per-case columns of table.csv; higher is better).
 SCORE_METRICS = ("dice", "iou", "nsd", "precision", "recall")
 COST_COLUMNS = ("params_m", "gflops", "latency_ms")
+LIMIT_FLAGS = {"params_m": "--max-params", "gflops": "--max-gflops", "latency_ms": "--max-latency-ms"}
+COST_UNITS = {"params_m": "M params", "gflops": " GFLOPs", "latency_ms": " ms"}
 #: Default number of training cases measured when no fingerprint.json exists.
 DEFAULT_MAX_CASES = 100
 
@@ -538,6 +540,40 @@ def _default_model_dims(name: str) -> tuple[int, ...] | None:
         return None
 
 
+def _dims_reasons(supported: tuple[int, ...] | None, benchmarked_dims: set[int], dims: int) -> list[str]:
+    """Why a model cannot serve ``dims``-D data (empty list when it can).
+
+    ``supported`` comes from the registry; None (a name this unetkit does not know) falls back to
+    the dims of the datasets the model was benchmarked on: it evidently runs on those.
+    """
+    if supported is None:
+        if dims in benchmarked_dims:
+            return []
+        shown = "/".join(f"{d}D" for d in sorted(benchmarked_dims)) or "no"
+        return [f"not in this unetkit's registry and benchmarked only on {shown} data; the dataset is {dims}D"]
+    if dims not in supported:
+        return [f"{'/'.join(f'{d}D' for d in supported)}-only model; the dataset is {dims}D"]
+    return []
+
+
+def _costs_on_nearest(model: str, ran: Sequence[str], per_pair: Mapping[tuple[str, str], Mapping[str, float]],
+                      run_costs: Mapping[tuple[str, str], Mapping[str, float]]) -> tuple[dict[str, float], str | None]:
+    """Costs measured on the most similar dataset where the model ran (``ran`` is nearest first).
+
+    That dataset's plan (patch, network size) is the best guess of the new dataset's. Columns
+    missing from table.csv are taken from runs.csv. Returns ``(costs, dataset)``; all NaN and
+    None when nothing was measured.
+    """
+    for dataset in ran:
+        measured = {c: per_pair[(model, dataset)][c] for c in COST_COLUMNS}
+        for column in COST_COLUMNS:
+            if not math.isfinite(measured[column]):
+                measured[column] = run_costs.get((model, dataset), {}).get(column, math.nan)
+        if any(math.isfinite(v) for v in measured.values()):
+            return measured, dataset
+    return {c: math.nan for c in COST_COLUMNS}, None
+
+
 def _json_number(value: Any) -> Any:
     """NaN/inf -> None so that the report is valid JSON; other values unchanged."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -610,48 +646,24 @@ def advise(new: DatasetFeatures, results: BenchmarkResults, *, max_params: float
             places[(model, dataset)] = (place, len(scored))
 
     limits = {"params_m": max_params, "gflops": max_gflops, "latency_ms": max_latency_ms}
-    flag_names = {"params_m": "--max-params", "gflops": "--max-gflops", "latency_ms": "--max-latency-ms"}
-    units = {"params_m": "M params", "gflops": " GFLOPs", "latency_ms": " ms"}
     candidates, excluded = [], []
     for model in models:
         ran = [d for d in order if (model, d) in per_pair and math.isfinite(per_pair[(model, d)]["mean"])]
-        reasons = []
-        supported = model_dims(model)
-        if supported is None:
-            supported = tuple(sorted({results.datasets[d].dims for d in ran}))
-            if new.dims not in supported:
-                reasons.append(f"not in this unetkit's registry and benchmarked only on "
-                               f"{'/'.join(f'{d}D' for d in supported) or 'no'} data; the dataset is {new.dims}D")
-        elif new.dims not in supported:
-            reasons.append(f"{'/'.join(f'{d}D' for d in supported)}-only model; the dataset is {new.dims}D")
+        reasons = _dims_reasons(model_dims(model), {results.datasets[d].dims for d in ran}, new.dims)
         if not ran:
             failed = [d for d in order if (model, d) in failures]
             reasons.append("no results in table.csv" + (f" (failed on {', '.join(failed)})" if failed else ""))
             excluded.append({"model": model, "reasons": reasons})
             continue
-        # Costs as measured on the most similar dataset where the model ran: its plan's patch is
-        # the best guess of the new dataset's.
-        costs: dict[str, float] = {}
-        cost_dataset = None
-        for dataset in ran:
-            measured = dict(per_pair[(model, dataset)])
-            for column in COST_COLUMNS:
-                if not math.isfinite(measured[column]):
-                    measured[column] = run_costs.get((model, dataset), {}).get(column, math.nan)
-            if any(math.isfinite(measured[c]) for c in COST_COLUMNS):
-                costs = {c: measured[c] for c in COST_COLUMNS}
-                cost_dataset = dataset
-                break
-        if not costs:
-            costs = {c: math.nan for c in COST_COLUMNS}
+        costs, cost_dataset = _costs_on_nearest(model, ran, per_pair, run_costs)
         for column, limit in limits.items():
             if limit is None:
                 continue
             value = costs[column]
             if not math.isfinite(value):
-                reasons.append(f"{column} not measured, cannot check {flag_names[column]} {limit:g}")
+                reasons.append(f"{column} not measured, cannot check {LIMIT_FLAGS[column]} {limit:g}")
             elif value > limit:
-                reasons.append(f"{_num(value)}{units[column]} > {flag_names[column]} {limit:g}")
+                reasons.append(f"{_num(value)}{COST_UNITS[column]} > {LIMIT_FLAGS[column]} {limit:g}")
         if reasons:
             excluded.append({"model": model, "reasons": reasons, **{c: costs[c] for c in COST_COLUMNS}})
             continue
@@ -701,7 +713,7 @@ def advise(new: DatasetFeatures, results: BenchmarkResults, *, max_params: float
         candidate["evidence"] = evidence
         candidate["why"] = _why(candidate, metric)
 
-    message = _message(new, candidates, excluded, num_fitting, limits, flag_names, units)
+    message = _message(new, candidates, excluded, num_fitting, limits)
     report = {
         "dataset": new.as_dict(), "results": str(results.root), "metric": metric,
         "machine": machine_description(results.metadata),
@@ -746,9 +758,9 @@ def _why(candidate: Mapping[str, Any], metric: str) -> str:
 
 
 def _message(new: DatasetFeatures, ranked: Sequence[Mapping[str, Any]], excluded: Sequence[Mapping[str, Any]],
-             num_fitting: int, limits: Mapping[str, float | None], flag_names: Mapping[str, str],
-             units: Mapping[str, str]) -> str:
+             num_fitting: int, limits: Mapping[str, float | None]) -> str:
     """A sentence on the outcome; when nothing fits, which constraint excluded which models."""
+    flag_names, units = LIMIT_FLAGS, COST_UNITS
     if ranked:
         return f"{num_fitting} model(s) fit; {len(excluded)} excluded"
     if not excluded:
