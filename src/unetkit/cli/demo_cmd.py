@@ -4,9 +4,9 @@ Steps, each printed with where its result is:
   1. generate a messy-layout 3D source (images/ and masks/NAME_mask.nii.gz, one orphan mask)
   2. unetkit import   -> a raw dataset in nnU-Net v2 layout (the orphan mask is reported)
   3. unetkit check    -> every problem at once (none expected)
-  4. unetkit plan     -> fingerprint.json and plans.json (CPU budget preset)
-  5. unetkit preprocess -> the training cache
-  6. unetkit train    -> a short training run of the 3d_fullres configuration on fold 0
+  4. unetkit run      -> plan (CPU budget preset), preprocess, a short training run of the
+                        3d_fullres configuration on fold 0, its validation predictions and
+                        postprocessing, then prediction and evaluation of 6 held-out test cases
 
 examples:
   unetkit demo
@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=4, help="training epochs (default 4)")
     parser.add_argument("--iterations", type=int, default=12, help="training iterations per epoch (default 12)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for data and training")
+    parser.add_argument("--test-cases", type=int, default=6, help="held-out generated cases predicted and evaluated")
     parser.add_argument("--no-train", action="store_true", help="stop after preprocessing")
 
 
@@ -43,8 +44,6 @@ def run(args: argparse.Namespace) -> int:
     from unetkit.data.checks import check_dataset
     from unetkit.data.demo import demo_import_options, generate_demo_source
     from unetkit.data.importers import import_dataset
-    from unetkit.planning import load_plans, plan_dataset
-    from unetkit.preprocessing import preprocess_dataset
     from unetkit.utils.paths import WorkPaths
 
     out = Path(args.out).resolve()
@@ -53,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     total = time.perf_counter()
 
     t = _step(1, f"generating {args.cases} demo cases (3D, 2 structures, 1 x 1 x 1.5 mm)")
-    generate_demo_source(source, seed=args.seed, num_cases=args.cases)
+    generate_demo_source(source, seed=args.seed, num_cases=args.cases, num_test_cases=args.test_cases)
     _done(t, str(source))
 
     t = _step(2, "importing into the nnU-Net v2 raw layout")
@@ -72,29 +71,27 @@ def run(args: argparse.Namespace) -> int:
         return 1
     _done(t, f"{len(problems)} warnings, no errors")
 
-    t = _step(4, "fingerprint and plans (CPU budget preset)")
-    plans_path = plan_dataset(raw, workdir, memory_gb=None, device="cpu")
-    plans = load_plans(plans_path)
-    for name, cfg in plans["configurations"].items():
-        print(f"    {name:<11} patch {cfg['patch_size']}, batch {cfg['batch_size']}, "
-              f"{cfg['architecture']['kwargs']['n_stages']} stages")
-    _done(t, str(plans_path))
+    if args.no_train:
+        from unetkit.planning import plan_dataset
+        from unetkit.preprocessing import preprocess_dataset
 
-    t = _step(5, "preprocessing into the training cache")
-    preprocess_dataset(raw, workdir, progress=False)
-    _done(t, str(paths.root / "preprocessed"))
+        t = _step(4, "fingerprint, plans (CPU budget preset) and the training cache")
+        plan_dataset(raw, workdir, memory_gb=None, device="cpu")
+        preprocess_dataset(raw, workdir, progress=False)
+        _done(t, str(paths.root))
+    else:
+        from unetkit.pipeline import run_pipeline
 
-    if not args.no_train:
-        from unetkit.training.trainer import train
-
-        t = _step(6, f"training 3d_fullres, fold 0, {args.epochs} epochs x {args.iterations} iterations")
-        result = train(workdir, raw, "3d_fullres", 0,
-                       overrides={"epochs": args.epochs, "iterations_per_epoch": args.iterations,
-                                  "val_iterations": 4, "seed": args.seed, "device": "cpu"},
-                       resume=True)  # a rerun continues (or simply reports) the earlier demo run
-        dice = ", ".join(f"{d:.3f}" for d in result.last_pseudo_dice)
-        print(f"    validation pseudo-Dice per structure after {result.epochs_done} epochs: {dice}")
-        _done(t, str(result.output_dir))
+        t = _step(4, f"unetkit run: plan (CPU preset), preprocess, train 3d_fullres fold 0 for {args.epochs} x "
+                     f"{args.iterations} iterations, validate, postprocess, predict and evaluate the test cases")
+        result = run_pipeline(raw, workdir, configuration="3d_fullres", folds=(0,),
+                              overrides={"epochs": args.epochs, "iterations_per_epoch": args.iterations,
+                                         "val_iterations": 4, "seed": args.seed},
+                              device="cpu", log=lambda message: print(f"    {message}", flush=True))
+        _done(t, str(result.model_dir))
+        per_label = ", ".join(f"{k} {v:.3f}" for k, v in result.test_dice_per_label.items())
+        print(f"\ntest Dice on {result.num_predicted} held-out cases: mean {result.test_dice:.3f} ({per_label})")
+        print(f"predictions: {result.predictions}\nevaluation:  {result.evaluation} (+ per_case.csv)")
 
     print(f"\ndemo finished in {time.perf_counter() - total:.0f} s; everything is under {out}")
     return 0

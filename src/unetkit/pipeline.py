@@ -1,0 +1,195 @@
+"""The whole way in one call: plan -> preprocess -> train -> validate -> postprocess -> predict -> evaluate.
+
+``unetkit run`` and ``unetkit demo`` are this function with command-line arguments. It only
+calls the stages' public functions, in the data's order, and each stage still writes its own
+files, so any step can be rerun by hand and a rerun of the pipeline continues where it
+stopped: plans and the cache are reused when current, a trained fold is resumed (or reported
+done), and written predictions are kept.
+
+Where things land (``W = WORKDIR/NAME``)::
+
+    W/plans.json, W/preprocessed/CONFIG/           plan and cache
+    W/models/CONFIG__ARCH/fold_F/                  checkpoints, train.log, progress.png
+    W/models/CONFIG__ARCH/fold_F/validation/       cross-validation predictions + summary.json
+    W/models/CONFIG__ARCH/postprocessing.json      decided on the validation predictions
+    W/predictions/CONFIG__ARCH/                    test predictions (+ summary.json, per_case.csv)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from unetkit.data.errors import DataError
+
+
+@dataclass
+class PipelineResult:
+    """Where each step's result is, and the headline numbers."""
+
+    plans: Path
+    configuration: str
+    model_dir: Path
+    fold_dirs: list[Path] = field(default_factory=list)
+    validation_dice: dict[int, float | None] = field(default_factory=dict)   # fold -> mean foreground Dice
+    postprocessing: Path | None = None
+    predictions: Path | None = None
+    num_predicted: int = 0
+    evaluation: Path | None = None
+    test_dice: float | None = None                    # mean foreground Dice on the test cases
+    test_dice_per_label: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def default_configuration(plans: dict) -> str:
+    """3d_fullres for volumes, 2d for pictures (nnU-Net's usual first choice)."""
+    configurations = plans.get("configurations") or {}
+    for name in ("3d_fullres", "2d"):
+        if name in configurations:
+            return name
+    if not configurations:
+        raise DataError("plans.json has no configuration")
+    return next(iter(configurations))
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.4f}"
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def run_pipeline(raw: str | Path, workdir: str | Path | None = None, *, configuration: str | None = None,
+                 folds: Sequence[int] = (0,), overrides: dict[str, Any] | None = None, device: str = "auto",
+                 memory_gb: float | None = None, test_input: str | Path | None = None,
+                 test_labels: str | Path | None = None, output: str | Path | None = None, mirror: bool = True,
+                 validate: bool = True, num_processes: int | None = None,
+                 log: Callable[[str], None] | None = None) -> PipelineResult:
+    """Plan, preprocess, train ``folds``, validate, select, predict and evaluate a raw dataset.
+
+    Args:
+        raw: raw dataset folder (nnU-Net v2 layout; ``unetkit import`` makes one).
+        workdir: work root (default ``./unetkit_work``).
+        configuration: plan configuration (default: 3d_fullres for volumes, 2d for pictures).
+        folds: cross-validation folds to train (nnU-Net trains all five; one is the quick default).
+        overrides: training settings (``epochs``, ``iterations_per_epoch``, ``arch``, ...).
+        device: ``auto``, ``cpu`` or ``cuda`` for training and prediction.
+        memory_gb: planning budget; default nnU-Net's 8 GB on a GPU, the CPU preset without one.
+        test_input: images to predict (default ``RAW/imagesTs`` when it exists).
+        test_labels: references for the test predictions (default ``RAW/labelsTs`` when it exists).
+        output: where test predictions go (default ``W/predictions/CONFIG__ARCH``).
+        mirror: test-time mirroring for validation and test predictions.
+        validate: predict the folds' validation cases and select postprocessing on them.
+    """
+    from unetkit.evaluation.evaluate import evaluate_folders
+    from unetkit.evaluation.postprocessing import determine_postprocessing_pairs, save_postprocessing
+    from unetkit.inference.predictor import Predictor
+    from unetkit.inference.validation import predict_validation
+    from unetkit.planning import load_plans, plan_dataset
+    from unetkit.preprocessing import preprocess_dataset
+    from unetkit.training.trainer import train
+    from unetkit.utils.atomic import read_json
+    from unetkit.utils.paths import WorkPaths
+
+    say = log or (lambda message: None)
+    raw = Path(raw)
+    paths = WorkPaths.for_dataset(raw, workdir)
+    overrides = dict(overrides or {})
+    if device != "auto":
+        overrides.setdefault("device", device)
+    seconds: dict[str, float] = {}
+
+    t = time.perf_counter()
+    gpu = device == "cuda" or (device == "auto" and _cuda_available())
+    preset = None if memory_gb is not None else ("gpu" if gpu else "cpu")
+    plans_path = plan_dataset(raw, workdir, memory_gb=memory_gb, device=preset, num_processes=num_processes,
+                              log=say)
+    plans = load_plans(plans_path)
+    configuration = configuration or default_configuration(plans)
+    if configuration not in plans["configurations"]:
+        raise DataError(f"configuration {configuration!r} is not in the plans (found "
+                        f"{', '.join(plans['configurations'])})", plans_path)
+    entry = plans["configurations"][configuration]
+    say(f"plan: {configuration} patch {entry['patch_size']}, batch {entry['batch_size']} -> {plans_path}")
+    seconds["plan"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    preprocess_dataset(raw, workdir, configurations=[configuration], num_processes=num_processes, progress=False)
+    say(f"preprocess: -> {paths.preprocessed(entry.get('data_identifier', configuration))}")
+    seconds["preprocess"] = time.perf_counter() - t
+
+    result = PipelineResult(plans=plans_path, configuration=configuration, model_dir=Path())
+    t = time.perf_counter()
+    retrained: set[int] = set()
+    for fold in folds:
+        # resume=True: a rerun continues an interrupted fold, or reports a finished one as done.
+        trained = train(workdir, raw, configuration, fold, overrides, resume=True, echo=False)
+        result.fold_dirs.append(trained.output_dir)
+        if trained.seconds_per_iteration is not None:  # it trained now: earlier predictions are stale
+            retrained.add(int(fold))
+        say(f"train: fold {fold}, {trained.epochs_done} epochs -> {trained.output_dir}")
+    result.model_dir = result.fold_dirs[0].parent
+    seconds["train"] = time.perf_counter() - t
+
+    if validate:
+        t = time.perf_counter()
+        for fold, fold_dir in zip(folds, result.fold_dirs):
+            validation = predict_validation(fold_dir, device=device, mirror=mirror,
+                                            skip_existing=int(fold) not in retrained,
+                                            num_processes=num_processes)
+            dice = (validation.summary or {}).get("foreground_mean", {}).get("Dice")
+            result.validation_dice[int(fold)] = dice
+            say(f"validate: fold {fold} mean foreground Dice {_fmt(dice)} -> {validation.folder}")
+        # nnU-Net's rule, on this configuration's own cross-validation predictions (`unetkit
+        # select` does the same across every trained configuration and their ensembles).
+        ending = str(plans.get("file_ending") or "")
+        pairs = [(case, fold_dir / "validation" / f"{case}{ending}", raw / "labelsTr" / f"{case}{ending}")
+                 for fold_dir in result.fold_dirs
+                 for case in read_json(fold_dir / "training_config.json")["val_cases"]]
+        spec = determine_postprocessing_pairs(pairs, plans["labels"], num_processes=num_processes)
+        result.postprocessing = save_postprocessing(spec, result.model_dir)
+        steps = spec.get("steps") or []
+        say(f"postprocess: {len(steps)} step(s) kept (mean foreground Dice "
+            f"{_fmt(spec['dice_before']['foreground_mean'])} -> {_fmt(spec['dice_after']['foreground_mean'])}) "
+            f"-> {result.postprocessing}")
+        seconds["validate"] = time.perf_counter() - t
+
+    test_input = Path(test_input) if test_input else (raw / "imagesTs" if (raw / "imagesTs").is_dir() else None)
+    if test_input is None:
+        say("predict: no test images (RAW/imagesTs absent and none given); stopping after training")
+        result.seconds = seconds
+        return result
+    t = time.perf_counter()
+    output = Path(output) if output else paths.root / "predictions" / result.model_dir.name
+    predictor = Predictor.from_model_dir(result.model_dir, folds=list(folds), device=device, mirror=mirror,
+                                         progress=False)
+    summary = predictor.predict_files(test_input, output, skip_existing=not retrained)
+    result.predictions = output
+    result.num_predicted = len(summary.case_seconds) + len(summary.skipped)
+    say(f"predict: {result.num_predicted} case(s) -> {output}")
+    seconds["predict"] = time.perf_counter() - t
+
+    test_labels = Path(test_labels) if test_labels else (raw / "labelsTs" if (raw / "labelsTs").is_dir() else None)
+    if test_labels is None:
+        say("evaluate: no test labels (RAW/labelsTs absent and none given); predictions not evaluated")
+    else:
+        t = time.perf_counter()
+        evaluation = evaluate_folders(output, test_labels, plans["labels"], num_processes=num_processes,
+                                      allow_missing=True)
+        result.evaluation = output / "summary.json"
+        result.test_dice = evaluation["foreground_mean"].get("Dice")
+        result.test_dice_per_label = {evaluation["label_names"].get(k, k): evaluation["mean"][k]["Dice"]
+                                      for k in evaluation["labels"]}
+        say(f"evaluate: mean foreground Dice {_fmt(result.test_dice)} "
+            f"({', '.join(f'{k} {_fmt(v)}' for k, v in result.test_dice_per_label.items())}) -> {result.evaluation}")
+        seconds["evaluate"] = time.perf_counter() - t
+    result.seconds = seconds
+    return result
+
+
+__all__ = ["run_pipeline", "PipelineResult", "default_configuration"]
