@@ -1,0 +1,309 @@
+"""`unetkit report`: the HTML/Markdown/CSV report of a benchmark results folder.
+
+The results folder is synthetic (tests/bench_fixtures.py): 5 models x 3 datasets (2D grey PNG,
+2D RGB PNG, 3D NIfTI with two labels) x 12 cases, one failed run, one missed structure
+(HD95 = inf), zero-shot rows. The numbers in the report must be those of
+unetkit.benchmark.stats / uscore on the same table; the HTML must render in headless Chromium
+without console errors (skipped when chromium, chromedriver or selenium is absent).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import importlib.util
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench_fixtures import FAILED_ERROR, write_results_folder
+from unetkit.benchmark import (
+    anchors_from_suite,
+    friedman_nemenyi,
+    load_table,
+    paired_tests,
+    score_matrix,
+    summarize,
+    u_score_table,
+)
+from unetkit.benchmark.report import build_report
+from unetkit.benchmark.report_figures import load_overlay, pareto_front
+from unetkit.cli import main
+from unetkit.data.errors import DataError
+from unetkit.data.io import Geometry, write_image, write_label
+
+RESAMPLES = 2000  # enough for the comparison (same seed on both sides), quicker than 10 000
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _close(text: str, value: float) -> bool:
+    number = float(text)
+    return (math.isnan(number) and math.isnan(value)) or number == pytest.approx(value, rel=1e-12, abs=1e-12)
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
+    root = write_results_folder(tmp_path_factory.mktemp("bench") / "results")
+    return root, build_report(root, n_resamples=RESAMPLES)
+
+
+# ------------------------------------------------------------------------- contents
+
+def test_writes_self_contained_files(full):
+    root, written = full
+    for kind in ("html", "markdown", "leaderboard", "paired_tests", "uscore", "cd_png", "cd_svg"):
+        assert written[kind].is_file() and written[kind].parent == root / "report", kind
+    page = written["html"].read_text(encoding="utf-8")
+    # Nothing fetched from elsewhere: figures are data: URIs, styles inline.
+    assert "http://" not in page and "https://" not in page
+    assert '<link rel="stylesheet"' not in page and "<script src" not in page
+    assert page.count('src="data:image/png;base64,') == 8  # CD, 3 Pareto, distributions, 3 overlays
+    assert 'id="cd-diagram"' in page and 'id="leaderboard-Spleen3D"' in page
+    assert "latency measured on CPU Synthetic CPU @ 2.0GHz, 2 cores" in page
+
+
+def test_leaderboard_numbers_are_those_of_stats(full):
+    root, written = full
+    table = load_table(root / "table.csv")
+    summary = {(s["model"], s["dataset"]): s for s in summarize(table, "dice", n_resamples=RESAMPLES)}
+    tests = {(t["model"], t["dataset"]): t for t in paired_tests(table, "plain_unet", "dice", n_resamples=RESAMPLES)}
+    rows = [r for r in _rows(written["leaderboard"]) if r["status"] == "done"]
+    assert len(rows) == len(summary) == 14  # 5 models x 3 datasets minus the failed run
+    for row in rows:
+        expected = summary[(row["model"], row["dataset"])]
+        for column in ("mean", "ci_low", "ci_high", "median", "std"):
+            assert _close(row[f"dice_{column}"], expected[column]), (row["model"], row["dataset"], column)
+        assert int(row["n"]) == expected["n"]
+        if row["model"] == "plain_unet":
+            assert row["mark"] == "baseline"
+            continue
+        test = tests[(row["model"], row["dataset"])]
+        for mine, theirs in (("delta_mean", "mean_diff"), ("delta_ci_low", "ci_low"), ("delta_ci_high", "ci_high"),
+                             ("p_wilcoxon", "p"), ("p_holm", "p_holm"), ("rank_biserial", "rank_biserial"),
+                             ("cohens_dz", "cohens_dz")):
+            assert _close(row[mine], test[theirs]), (row["model"], row["dataset"], mine)
+        assert row["mark"] == test["mark"]
+    # Ranked by mean Dice within each dataset.
+    for dataset in ("Retina2D", "Skin2D", "Spleen3D"):
+        means = [float(r["dice_mean"]) for r in rows if r["dataset"] == dataset]
+        assert means == sorted(means, reverse=True)
+    # The same numbers, formatted, in the HTML and the Markdown.
+    top = summary[("resenc_unet", "Spleen3D")]
+    shown = f"{top['mean']:.3f} [{top['ci_low']:.3f}, {top['ci_high']:.3f}]"
+    assert shown in written["html"].read_text(encoding="utf-8")
+    assert shown in written["markdown"].read_text(encoding="utf-8")
+
+
+def test_paired_tests_and_uscore_csv(full):
+    root, written = full
+    table = load_table(root / "table.csv")
+    expected = paired_tests(table, "plain_unet", "dice", n_resamples=RESAMPLES)
+    rows = _rows(written["paired_tests"])
+    assert [(r["dataset"], r["model"]) for r in rows] == [(t["dataset"], t["model"]) for t in expected]
+    for row, test in zip(rows, expected):
+        assert _close(row["p_holm"], test["p_holm"]) and _close(row["mean_diff"], test["mean_diff"])
+    uscore = u_score_table(table, anchors_from_suite(table))
+    rows = _rows(written["uscore"])
+    assert len(rows) == len(uscore)
+    for row, entry in zip(rows, uscore):
+        assert (row["model"], row["dataset"]) == (entry["model"], entry["dataset"])
+        assert _close(row["u_score"], entry["u_score"])
+
+
+def test_overall_ranks_leave_out_the_incomplete_model(full):
+    root, written = full
+    table = load_table(root / "table.csv")
+    complete = [r for r in table if r["model"] != "resenc_unet"]  # its Skin2D run failed
+    models, datasets, scores = score_matrix(complete, "dice")
+    ranks = friedman_nemenyi(scores, models, datasets)
+    page = written["html"].read_text(encoding="utf-8")
+    for model, rank in ranks["average_ranks"].items():
+        assert f"<td>{model}</td><td class=\"num\" data-v=\"{rank!r}\">{rank:.2f}</td>" in page
+    assert f"Nemenyi CD = {ranks['cd']:.3f}" in page
+    assert "resenc_unet (no results on Skin2D)" in page
+
+
+def test_failed_runs_inf_and_zero_shot_are_shown(full):
+    root, written = full
+    page = written["html"].read_text(encoding="utf-8")
+    markdown = written["markdown"].read_text(encoding="utf-8")
+    failed = [r for r in _rows(written["leaderboard"]) if r["status"] == "failed"]
+    assert [(r["model"], r["dataset"], r["error"]) for r in failed] == [("resenc_unet", "Skin2D", FAILED_ERROR)]
+    assert FAILED_ERROR in page and FAILED_ERROR in markdown
+    assert "runs/Skin2D__resenc_unet__test/error.txt" in page and "Traceback" in page
+    # HD95 of a missed structure: mean of the finite cases plus a count, in words.
+    assert "(+1 missed)" in page and "(+1 missed)" in markdown
+    assert ">inf<" not in page and ">nan<" not in page
+    # Zero-shot: summarize over the zero-shot table, beside the in-domain number on the target.
+    zero = summarize(load_table(root / "zero_shot.csv"), "dice", n_resamples=RESAMPLES)
+    assert 'id="zero-shot"' in page
+    for entry in zero:
+        assert f"{entry['mean']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}]" in page
+
+
+# ------------------------------------------------------------------------- degenerate
+
+def test_one_model(tmp_path):
+    root = write_results_folder(tmp_path / "r", models=["plain_unet"], datasets=["Retina2D", "Spleen3D"],
+                                failed=None, zero_shot=False, images=False)
+    written = build_report(root, n_resamples=200, overlays=False)
+    page = written["html"].read_text(encoding="utf-8")
+    assert 'id="cd-absent"' in page and "need at least 2" in page
+    assert "none (they need at least two models with results)" in page and "No U-Score" in page
+    assert "cd_png" not in written
+    rows = _rows(written["leaderboard"])
+    assert [r["model"] for r in rows] == ["plain_unet", "plain_unet"]
+    assert _rows(written["paired_tests"]) == []
+
+
+def test_one_dataset_and_no_plain_unet(tmp_path):
+    root = write_results_folder(tmp_path / "r", models=["resenc_unet", "mednext_s", "egeunet"],
+                                datasets=["Spleen3D"], failed=None, num_cases=8)
+    written = build_report(root, n_resamples=200)
+    page = written["html"].read_text(encoding="utf-8")
+    assert "Only 1 dataset has results" in page and 'id="cd-absent"' in page
+    # No plain_unet: the baseline is the best-ranked model, and the page says why.
+    assert "against resenc_unet (no plain_unet in the results: the model with the best average rank)" in page
+    assert "zero-shot" in page.lower() and "no rows" in page  # zero_shot.csv with a header only
+
+
+def test_two_models_get_ranks_without_friedman(tmp_path):
+    root = write_results_folder(tmp_path / "r", models=["plain_unet", "egeunet"], failed=None, images=False)
+    written = build_report(root, n_resamples=200, overlays=False)
+    page = html.unescape(written["html"].read_text(encoding="utf-8"))
+    assert "Friedman's test needs at least 3 models" in page and 'id="cd-diagram"' in page
+
+
+def test_errors_name_the_file(tmp_path, capsys):
+    root = write_results_folder(tmp_path / "r", models=["plain_unet", "egeunet"], datasets=["Retina2D"],
+                                failed=None, images=False)
+    (root / "table.csv").rename(root / "table.bak")
+    with pytest.raises(DataError, match=r"table\.csv: file not found"):
+        build_report(root)
+    assert main(["report", str(root)]) == 1
+    assert "table.csv" in capsys.readouterr().err
+    (root / "table.bak").rename(root / "table.csv")
+
+    text = (root / "table.csv").read_text(encoding="utf-8").splitlines()
+    broken = text[3].split(",")
+    broken[6] = "abc"  # the dice column
+    (root / "table.csv").write_text("\n".join(text[:3] + [",".join(broken)] + text[4:]) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"table\.csv: line 4: dice='abc' is not a number"):
+        build_report(root)
+
+    (root / "table.csv").write_text("\n".join(text) + "\n", encoding="utf-8")
+    runs = (root / "runs.csv").read_text(encoding="utf-8").replace(",status,", ",state,", 1)
+    (root / "runs.csv").write_text(runs, encoding="utf-8")
+    with pytest.raises(DataError, match=r"runs\.csv: header lacks column\(s\) status"):
+        build_report(root)
+
+    (root / "metadata.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(DataError, match=r"metadata\.json: not valid JSON"):
+        build_report(root)
+    with pytest.raises(DataError, match="results folder not found"):
+        build_report(tmp_path / "nowhere")
+
+
+def test_cli(tmp_path, capsys):
+    root = write_results_folder(tmp_path / "r", models=["plain_unet", "mednext_s", "egeunet"],
+                                datasets=["Retina2D", "Skin2D"], failed=None, images=False)
+    out = tmp_path / "out"
+    assert main(["report", str(root), "--output", str(out), "--resamples", "200", "--no-overlays"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed[0] == str(out / "report.html") and str(out / "leaderboard.csv") in printed
+    assert all(Path(p).is_file() for p in printed)
+    assert main(["report", str(root), "--baseline", "swin_unet"]) == 2
+    assert "baseline 'swin_unet' has no results" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- figures
+
+def test_pareto_front():
+    # (cost, score): B dominates C (cheaper and better); A and D trade off; E is tied with D in
+    # cost but worse; NaN is never on the front.
+    costs = [1.0, 2.0, 3.0, 5.0, 5.0, math.nan]
+    scores = [0.5, 0.8, 0.7, 0.9, 0.85, 0.99]
+    assert pareto_front(costs, scores) == [True, True, False, True, False, False]
+    assert pareto_front([1.0, 2.0], [5.0, 3.0], higher_is_better=False) == [True, True]
+
+
+def test_overlay_slice_and_rgb(tmp_path):
+    geometry = Geometry(spacing=(2.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=tuple(np.eye(3).ravel()))
+    image = np.random.default_rng(0).normal(size=(1, 6, 10, 12)).astype(np.float32)
+    reference = np.zeros((6, 10, 12), np.int16)
+    reference[2, 3:5, 3:5] = 1
+    reference[4, 2:8, 2:9] = 2  # the most foreground: this slice is shown
+    write_image(image, tmp_path / "img_0000.nii.gz", geometry)
+    write_label(reference, tmp_path / "ref.nii.gz", geometry)
+    write_label(np.roll(reference, 1, axis=2), tmp_path / "pred.nii.gz", geometry)
+    case = load_overlay([tmp_path / "img_0000.nii.gz"], tmp_path / "ref.nii.gz", tmp_path / "pred.nii.gz")
+    assert case["where"] == "axial slice 4 of 6" and not case["rgb"]
+    assert np.array_equal(case["reference"], reference[4]) and case["image"].shape == (10, 12)
+
+    rgb = np.random.default_rng(1).integers(0, 255, (3, 8, 8)).astype(np.uint8)
+    write_image(rgb, tmp_path / "rgb_0000.png", Geometry(spacing=(1.0, 1.0)))
+    write_label(np.eye(8, dtype=np.int16), tmp_path / "l.png", Geometry(spacing=(1.0, 1.0)))
+    case = load_overlay([tmp_path / "rgb_0000.png"], tmp_path / "l.png", tmp_path / "l.png")
+    assert case["rgb"] and case["image"].shape == (8, 8, 3)
+    assert case["image"] == pytest.approx(np.moveaxis(rgb, 0, -1) / 255.0)
+
+
+# ------------------------------------------------------------------------- browser
+
+def _browser() -> tuple[str, str]:
+    """(chromium binary, chromedriver) or skip with the reason."""
+    if importlib.util.find_spec("selenium") is None:
+        pytest.skip("selenium is not installed (pip install -e '.[dev]')")
+    binary = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if binary is None:
+        pytest.skip("no chromium binary (Debian: apt-get install chromium chromium-driver)")
+    driver = shutil.which("chromedriver")
+    if driver is None:
+        pytest.skip("no chromedriver (Debian: apt-get install chromium-driver)")
+    return binary, driver
+
+
+def test_html_renders_in_headless_chromium(full, tmp_path):
+    binary, driver_path = _browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    _, written = full
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1400,1000"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # An explicit driver path: selenium's driver manager would otherwise try the network.
+    browser = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        browser.get(written["html"].resolve().as_uri())
+        images = browser.execute_script(
+            "return Array.from(document.images).map(i => [i.id, i.complete, i.naturalWidth]);")
+        assert len(images) == 8
+        assert all(complete and width > 0 for _, complete, width in images), images
+        assert browser.execute_script("return document.querySelectorAll('table[id^=\"leaderboard-\"]').length;") == 3
+        assert browser.execute_script("return document.getElementById('cd-diagram').naturalWidth;") > 0
+        # The sorting script runs: clicking "model" sorts Retina2D's rows by name.
+        browser.execute_script("document.querySelector('#leaderboard-Retina2D th:nth-child(2)').click();")
+        names = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#leaderboard-Retina2D tbody tr td:nth-child(2)'))"
+            ".map(c => c.textContent);")
+        assert names == sorted(names)
+        height = browser.execute_script("return document.body.scrollHeight;")
+        browser.set_window_size(1400, min(height + 100, 16000))
+        screenshot = Path(os.environ.get("UNETKIT_REPORT_SCREENSHOT", tmp_path / "report.png"))
+        assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 0
+        severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+        assert severe == []
+    finally:
+        browser.quit()
