@@ -271,3 +271,15 @@ def test_ray_backend_gives_the_same_table(bench, tmp_path):
     for key, row in ray_rows.items():
         for metric in ("dice", "iou", "precision", "recall", "hd95", "nsd", "params_m", "gflops"):
             assert float(row[metric]) == pytest.approx(float(local[key][metric]), rel=1e-9, abs=1e-12), metric
+
+
+@pytest.mark.parametrize("name", ["shared_quick.yaml", "tiny_synthetic.yaml"])
+def test_shipped_suites_are_valid(name, tmp_path):
+    from unetkit.benchmark.suite import validate_models
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "suites" / name
+    suite = load_suite(path, raw_root=tmp_path)
+    validate_models(suite)
+    assert len(suite.models) >= 2 and suite.datasets
+    if name == "shared_quick.yaml":
+        assert len(suite.models) >= 6 and set(suite.datasets) == {"Hippocampus", "DRIVE", "ISBI2012", "Kvasir-SEG"}
