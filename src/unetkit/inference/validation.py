@@ -97,6 +97,11 @@ def predict_validation(fold_dir: str | Path, *, device: str = "auto", mirror: bo
         except (OSError, KeyError, ValueError) as exc:
             raise DataError(f"validation case {case!r} is not in the preprocessed cache {cache_dir}: {exc}",
                             cache_dir, case) from exc
+        missing = [k for k in ("geometry", "bbox", "original_shape", "shape_after_crop", "shape_after_resampling",
+                               "spacing_after_transpose", "target_spacing") if k not in properties]
+        if missing:
+            raise DataError(f"{case}.json lacks {', '.join(missing)}: not written by `unetkit preprocess`; "
+                            "preprocess again", cache_dir, case)
         probs = predictor.probabilities_on_cache_grid(0, np.asarray(data)).cpu().numpy()
         probs = restore_to_original(probs, properties, plans, model.configuration)
         labels = probabilities_to_labels(probs, predictor.layout)
