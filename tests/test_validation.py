@@ -164,3 +164,32 @@ def test_find_postprocessing_for_an_ensemble(tmp_path) -> None:
     (a / "postprocessing.json").write_text(json.dumps(spec))
     assert find_postprocessing([a / "fold_0"])["steps"] == spec["steps"]
 
+
+
+def test_models_needing_divisible_patches_get_the_plan_patch_rounded_up(raw2d, tmp_path) -> None:
+    """CMUNeXt pools four times: a plan patch such as 40x56 becomes 48x64 for it (and only for it),
+    training and the validation prediction both use that patch."""
+    from unetkit.inference.validation import predict_validation
+    from unetkit.planning import plan_dataset
+    from unetkit.preprocessing import preprocess_dataset
+    from unetkit.training.trainer import fit_patch_to_model, train
+
+    entry = {"patch_size": [40, 56], "batch_size": 2}
+    assert fit_patch_to_model(entry, "cmunext")["patch_size"] == [48, 64]
+    assert fit_patch_to_model(entry, "plain_unet") is entry      # its topology comes from the plan
+    assert fit_patch_to_model(entry, "unetr") is entry           # pads its input itself
+    assert fit_patch_to_model({"patch_size": [32, 64]}, "cmunext")["patch_size"] == [32, 64]
+
+    work = tmp_path / "work"
+    plan_dataset(raw2d, work, num_processes=1)
+    plans = json.loads((work / raw2d.name / "plans.json").read_text())
+    planned = plans["configurations"]["2d"]["patch_size"]
+    assert any(p % 16 for p in planned), planned   # otherwise this test would show nothing
+    preprocess_dataset(raw2d, work, configurations=["2d"], num_processes=1, progress=False)
+    result = train(work, raw2d, "2d", 0, {**{"epochs": 1, "iterations_per_epoch": 2, "val_iterations": 1,
+                                             "num_workers": 0, "device": "cpu", "batch_size": 2},
+                                          "arch": "cmunext"}, echo=False)
+    meta = json.loads((result.output_dir / "checkpoint_final.json").read_text())
+    assert meta["patch_size"] == [-(-p // 16) * 16 for p in planned]
+    validation = predict_validation(result.output_dir, device="cpu", mirror=False)
+    assert validation.summary is not None and len(validation.cases) >= 1

@@ -316,10 +316,35 @@ def prepare_run(workdir: str | Path | None, dataset: str | Path, configuration: 
     train_cases, val_cases = select_fold(splits, fold, cases, str(paths.splits))
     if not val_cases:
         raise TrainingError(f"{paths.splits}: fold {fold} has no validation cases")
+    entry = fit_patch_to_model(entry, config.arch)
     output_dir = paths.model_dir(configuration, config.arch, fold)
     return TrainingRun(paths=paths, plans=plans, configuration=configuration, entry=entry, fold=fold,
                        config=config, labels=label_info(plans), output_dir=output_dir,
                        train_cases=train_cases, val_cases=val_cases, preprocessed=preprocessed)
+
+
+def fit_patch_to_model(entry: dict, arch: str) -> dict:
+    """The plan entry with its patch rounded up to what ``arch`` can take.
+
+    Some zoo models pool a fixed number of times and need every patch side divisible by a
+    number (``model_info(arch).extra["divisible_by"]``, e.g. 16 for CMUNeXt) that the plan's
+    patch need not be (nnU-Net plans Hippocampus at 40x56x40). Such a model gets the plan's
+    patch with each side rounded up to the next multiple (40x56x40 -> 48x64x48): the same plan
+    otherwise, and the patch it trains on is the one recorded in the checkpoint, so prediction
+    uses it too. Models that pad their input themselves (``pads_input``) keep the plan's patch.
+    """
+    from unetkit.models import model_info
+
+    extra = model_info(arch).extra or {}
+    divisor = extra.get("divisible_by")
+    if not isinstance(divisor, int) or divisor <= 1 or extra.get("pads_input"):
+        return entry
+    patch = [int(p) for p in entry["patch_size"]]
+    fitted = [-(-p // divisor) * divisor for p in patch]
+    if fitted == patch:
+        return entry
+    return {**entry, "patch_size": fitted, "patch_size_planned": patch,
+            "patch_size_note": f"rounded up to multiples of {divisor} for {arch}"}
 
 
 def _plans_for_checkpoint(run: TrainingRun) -> dict:
@@ -425,6 +450,9 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
 
     log(f"unetkit train: {run.paths.root.name} {run.configuration} fold {run.fold} -> {out}")
     log(f"device {device} x {ctx.world_size} process(es); torch {torch.__version__}; python {platform.python_version()}")
+    if "patch_size_planned" in run.entry:
+        log(f"patch {run.entry['patch_size_planned']} of the plan {run.entry['patch_size_note']}: "
+            f"{run.entry['patch_size']}")
     log(f"training cases {len(run.train_cases)}, validation cases {len(run.val_cases)}; "
         f"patch {run.entry['patch_size']}, global batch {cfg.batch_size} (per process {local_sizes})")
     log("config " + json.dumps(cfg.to_dict()))
