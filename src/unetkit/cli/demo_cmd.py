@@ -7,6 +7,9 @@ Steps, each printed with where its result is:
   4. unetkit run      -> plan (CPU budget preset), preprocess, a short training run of the
                         3d_fullres configuration on fold 0, its validation predictions and
                         postprocessing, then prediction and evaluation of 6 held-out test cases
+  5. unetkit bench    -> a two-model benchmark (plain U-Net vs Attention U-Net, same plan and
+                        budget) on the same split, per-case metrics and efficiency
+  6. unetkit report   -> one HTML file with the leaderboard, paired test, plots and overlays
 
 examples:
   unetkit demo
@@ -29,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed for data and training")
     parser.add_argument("--test-cases", type=int, default=6, help="held-out generated cases predicted and evaluated")
     parser.add_argument("--no-train", action="store_true", help="stop after preprocessing")
+    parser.add_argument("--no-bench", action="store_true", help="skip the two-model benchmark and its report")
 
 
 def _step(number: int, title: str) -> float:
@@ -92,6 +96,42 @@ def run(args: argparse.Namespace) -> int:
         per_label = ", ".join(f"{k} {v:.3f}" for k, v in result.test_dice_per_label.items())
         print(f"\ntest Dice on {result.num_predicted} held-out cases: mean {result.test_dice:.3f} ({per_label})")
         print(f"predictions: {result.predictions}\nevaluation:  {result.evaluation} (+ per_case.csv)")
+        if not args.no_bench:
+            _bench_and_report(out, raw, args)
 
     print(f"\ndemo finished in {time.perf_counter() - total:.0f} s; everything is under {out}")
     return 0
+
+
+DEMO_SUITE = """\
+# The demo's benchmark: two models under one recipe (same plan, budget and split).
+name: demo
+datasets:
+  DemoBlobs:
+    raw: {raw}
+    configuration: 3d_fullres
+    test: imagesTs
+models: [plain_unet, attention_unet]
+budget: {{epochs: 2, iterations_per_epoch: {iterations}, val_iterations: 2, batch_size: 2, num_workers: 0,
+          seed: {seed}, planner: {{device: cpu}}}}
+predict: {{mirror: false}}
+efficiency: {{repeats: 3, warmup: 1}}
+"""
+
+
+def _bench_and_report(out: Path, raw: Path, args: argparse.Namespace) -> None:
+    """Steps 5 and 6: a two-model `unetkit bench` on the demo split, then `unetkit report`."""
+    from unetkit.benchmark.report import build_report
+    from unetkit.benchmark.runner import run_benchmark
+
+    suite = out / "demo_suite.yaml"
+    suite.write_text(DEMO_SUITE.format(raw=raw, iterations=max(2, args.iterations // 2), seed=args.seed))
+    results = out / "bench"
+    t = _step(5, "benchmark: plain_unet vs attention_unet, same plan and budget (2 epochs each)")
+    summary = run_benchmark(suite, results, log=lambda m: print(f"    {m}", flush=True),
+                            command=f"unetkit bench {suite} -o {results}")
+    _done(t, f"{results} ({len(summary.ran)} run(s); table.csv has one row per model and case)")
+    t = _step(6, "report")
+    paths = build_report(results)
+    _done(t, str(paths.get("html", results / "report" / "report.html")))
+    print(f"    open it in a browser: {paths.get('html', results / 'report' / 'report.html')}")
