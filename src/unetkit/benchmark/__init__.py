@@ -1,6 +1,13 @@
-"""Benchmarking: statistics for comparing segmentation models over cases and datasets.
+"""Benchmarking: run suites, compare models with honest statistics, report, advise.
 
-Input is a tidy table, one row per (model, dataset, case) with per-case metric columns
+The way through (each step reads the previous one's files, docs/benchmark_results.md):
+
+- :mod:`unetkit.benchmark.runner` (``unetkit bench``): models x datasets under one recipe,
+  local processes or Ray, resumable; writes the results folder and its tidy table;
+- :mod:`unetkit.benchmark.report` (``unetkit report``): the HTML/Markdown/CSV report;
+- :mod:`unetkit.benchmark.advisor` (``unetkit advise``): models ranked for a new dataset.
+
+They import torch only where they train or profile. The statistics below read a tidy table, one row per (model, dataset, case) with per-case metric columns
 (see :mod:`unetkit.benchmark.stats`). This package provides:
 
 - per model and dataset, the mean with a bootstrap confidence interval (:func:`summarize`,
@@ -14,7 +21,7 @@ Input is a tidy table, one row per (model, dataset, case) with per-case metric c
   :data:`UBENCH_ANCHORS`).
 
 Definitions, assumptions and how to read the outputs: docs/benchmark_statistics.md.
-Nothing here imports torch.
+The statistics import no torch.
 """
 
 from .cd_diagram import cd_diagram, cd_groups
