@@ -51,6 +51,7 @@ import os
 import resource
 import shlex
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -275,10 +276,10 @@ def phase_train(lay: Layout, args, nn_python: Path | None, this_command: str) ->
     nn_plans_file = lay.nn_pre / lay.folder / "nnUNetPlans.json"
     if nn_python is not None:
         env = lay.nn_env(args.num_workers)
-        if not nn_plans_file.is_file():
-            cmd = [str(args.nnunet_venv / "bin" / "nnUNetv2_plan_and_preprocess"), "-d", str(lay.spec["id"]),
-                   "-c", lay.config, "-np", n, "-npfp", n]
-            commands.append(f"{lay.nn_env_text()} {shlex.join(cmd)}")
+        cmd = [str(args.nnunet_venv / "bin" / "nnUNetv2_plan_and_preprocess"), "-d", str(lay.spec["id"]),
+               "-c", lay.config, "-np", n, "-npfp", n]
+        commands.append(f"{lay.nn_env_text()} {shlex.join(cmd)}")
+        if not nn_plans_file.is_file():  # (a rerun reuses the plans and the preprocessed data)
             run(cmd, env, lay.root / "nnunet_plan_and_preprocess.log")
         nn_plans = json.loads(nn_plans_file.read_text())
         nn_cfg = nn_plans["configurations"][lay.config]
@@ -571,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nnunet-venv", type=Path, default=REPO / ".venv-nnunet")
     parser.add_argument("--json", type=Path, default=None, help="also write every result here")
     args = parser.parse_args(argv)
+    # a SIGTERM unwinds like an error: the nnU-Net trainer file is removed, running commands are killed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     import torch
 
