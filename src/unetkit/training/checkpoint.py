@@ -26,7 +26,6 @@ instead of silently mixing two epochs.
 from __future__ import annotations
 
 import hashlib
-import pickle
 import random
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -176,11 +175,11 @@ def load_state_file(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: training-state file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: refused to load: the file contains objects other than tensors and "
-                              f"plain containers (it could run code when loaded). Details: {exc}") from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable training-state file ({exc})") from exc
+    except Exception as exc:  # noqa: BLE001 - weights_only's refusal (an UnpicklingError); nothing was run
+        raise CheckpointError(f"{path}: refused to load: the file contains objects other than tensors and "
+                              f"plain containers (it could run code when loaded). Details: {exc}") from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dictionary of training state, found {type(state).__name__}")
     return state
