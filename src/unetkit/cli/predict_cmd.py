@@ -101,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
                                          progress=not args.quiet, **options)
     if predictor.postprocessing is not None and not args.quiet:
         steps = predictor.postprocessing.get("steps") or []
-        print(f"postprocessing: {len(steps)} step(s) "
-              + ", ".join(f"keep largest component of {s['labels']}" for s in steps) if steps
+        described = ", ".join(f"keep largest component of {s['labels']}" for s in steps)
+        print(f"postprocessing: {len(steps)} step(s) {described}" if steps
               else "postprocessing: none decided (the file says no step helped)")
     summary = predictor.predict_files(cases, args.output, save_probabilities=args.save_probabilities,
                                       skip_existing=args.skip_existing, output_ending=args.output_ending)

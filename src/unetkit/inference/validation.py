@@ -26,7 +26,7 @@ import numpy as np
 from unetkit.data.errors import DataError
 from unetkit.data.io import Geometry
 from unetkit.inference.export import prediction_paths, probabilities_to_labels, write_prediction
-from unetkit.inference.predictor import Predictor, load_configuration
+from unetkit.inference.predictor import Predictor, load_configuration, resolve_device
 from unetkit.utils.atomic import read_json
 
 VALIDATION_FOLDER = "validation"
@@ -78,7 +78,7 @@ def predict_validation(fold_dir: str | Path, *, device: str = "auto", mirror: bo
     run_config = read_json(config_path)
     cases = list(run_config.get("val_cases") or [])
     model = load_configuration(fold_dir, checkpoint=checkpoint, device="cpu")
-    predictor = Predictor([model], device=_device(device), mirror=mirror, progress=False)
+    predictor = Predictor([model], device=resolve_device(device), mirror=mirror, progress=False)
     plans = model.plans
     root = _work_root(fold_dir)
     cache_dir = root / "preprocessed" / model.entry.get("data_identifier", model.configuration)
@@ -119,12 +119,6 @@ def predict_validation(fold_dir: str | Path, *, device: str = "auto", mirror: bo
         elif result.note:
             say(f"validation not evaluated: {result.note}")
     return result
-
-
-def _device(device: str):
-    from unetkit.inference.predictor import resolve_device
-
-    return resolve_device(device)
 
 
 def _evaluate(out: Path, plans: dict, cases: list[str], ending: str, num_processes: int | None
