@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from unetkit.models.blocks import StackedConvs, UNetDecoder, conv_class, init_he_, same_padding
-from unetkit.models.plain_unet import plain_topology_kwargs
+from unetkit.models.plain_unet import EncoderDecoderUNet, plain_topology_kwargs
 from unetkit.models.registry import register_model
 from unetkit.models.topology import IntOrSeq, Topology, check_patch, make_topology, per_stage_ints
 
@@ -87,7 +87,7 @@ def haar_dwt(x: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
     return torch.cat(bands, dim=1)
 
 
-class NeUNet(nn.Module):
+class NeUNet(EncoderDecoderUNet):
     """Plain nnU-Net encoder with wavelet inputs; nnU-Net decoder with sub-pixel upsampling.
 
     Args:
@@ -125,14 +125,6 @@ class NeUNet(nn.Module):
             for d in range(n - 1))
         self.deep_supervision = deep_supervision
         self.apply(init_he_)
-
-    @property
-    def deep_supervision(self) -> bool:
-        return self.decoder.deep_supervision
-
-    @deep_supervision.setter
-    def deep_supervision(self, value: bool) -> None:
-        self.decoder.deep_supervision = bool(value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         check_patch(self.topology, x.shape[2:])
