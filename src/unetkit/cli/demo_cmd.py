@@ -124,8 +124,10 @@ def _bench_and_report(out: Path, raw: Path, args: argparse.Namespace) -> None:
     from unetkit.benchmark.report import build_report
     from unetkit.benchmark.runner import run_benchmark
 
+    from unetkit.utils.atomic import atomic_write_text
+
     suite = out / "demo_suite.yaml"
-    suite.write_text(DEMO_SUITE.format(raw=raw, iterations=max(2, args.iterations // 2), seed=args.seed))
+    atomic_write_text(suite, DEMO_SUITE.format(raw=raw, iterations=max(2, args.iterations // 2), seed=args.seed))
     results = out / "bench"
     t = _step(5, "benchmark: plain_unet vs attention_unet, same plan and budget (2 epochs each)")
     summary = run_benchmark(suite, results, log=lambda m: print(f"    {m}", flush=True),
