@@ -48,6 +48,22 @@ def avg_pool_class(spatial_dims: int) -> type[nn.AvgPool2d] | type[nn.AvgPool3d]
     return {2: nn.AvgPool2d, 3: nn.AvgPool3d}[_check_dims(spatial_dims)]
 
 
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """The memory format a 4D/5D tensor is laid out in (channels-last or the default)."""
+    if x.dim() in (4, 5) and not x.is_contiguous():
+        channels_last = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+        if x.is_contiguous(memory_format=channels_last):
+            return channels_last
+    return torch.contiguous_format
+
+
+def in_layout_of(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``out`` in the memory layout of ``like``. Layers that flatten voxels to tokens and reshape a
+    transposed result back otherwise hand the next stage a channels-last tensor in a channels-first
+    network (mixed layouts: extra copies, and kernels the rest of the model never uses)."""
+    return out.contiguous(memory_format=memory_format_of(like))
+
+
 def _check_dims(spatial_dims: int) -> int:
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")

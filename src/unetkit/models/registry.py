@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from unetkit.models.kernel_workarounds import route_around_kernel_defects_
+
 #: The modules that register models, one per family. Imported, in this order, on first use.
 FAMILY_MODULES: tuple[str, ...] = (
     "unetkit.models.plain_unet",
@@ -213,7 +215,8 @@ def create_model(name: str, spatial_dims: int, in_channels: int, num_classes: in
         **kwargs: the plan's ``architecture.kwargs``; ``None`` values mean "the default".
 
     Returns:
-        The model, in training mode, initialized as its paper prescribes.
+        The model, in training mode, initialized as its paper prescribes, with its strided 1x1
+        convolutions computed as subsampling + 1x1 (same parameters; avoids a oneDNN defect).
 
     Raises:
         UnknownModelError: (a ``KeyError``) unknown name; the message lists close matches and all names.
@@ -241,7 +244,9 @@ def create_model(name: str, spatial_dims: int, in_channels: int, num_classes: in
         if unknown:
             raise TypeError(f"model {name!r} got unexpected keyword(s) {unknown}; "
                             f"it takes {sorted(accepted)}")
-    return builder(spatial_dims, in_channels, num_classes, deep_supervision, **kwargs)
+    model = builder(spatial_dims, in_channels, num_classes, deep_supervision, **kwargs)
+    route_around_kernel_defects_(model)  # oneDNN's strided 1x1 backward corrupts memory (kernel_workarounds.py)
+    return model
 
 
 def _keyword_names(fn: Builder) -> set[str] | None:

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unetkit.models.blocks import BasicBlockD, ConvNormAct, conv_class, init_he_
+from unetkit.models.blocks import BasicBlockD, ConvNormAct, conv_class, in_layout_of, init_he_
 from unetkit.models.plain_unet import plain_topology_kwargs
 from unetkit.models.registry import register_model
 from unetkit.models.topology import IntOrSeq, Topology, check_patch, make_topology, per_stage_ints
@@ -192,7 +192,7 @@ class MambaLayer(nn.Module):
                 out = self.mamba(self.norm(flat))
             else:
                 out = self.mamba(self.norm(flat.transpose(1, 2))).transpose(1, 2)
-        return out.reshape(shape).to(dtype)
+        return in_layout_of(out.reshape(shape).to(dtype), x)
 
 
 class BasicResBlock(nn.Module):

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unetkit.models.blocks import in_layout_of
 from unetkit.models.registry import register_model
 from unetkit.models.topology import IntOrSeq
 from unetkit.models.umamba import (TINY_KWARGS, SequenceUNet, build_sequence_unet, no_autocast,
@@ -128,7 +129,7 @@ class ViLBlock(nn.Module):
         with no_autocast(x.device):
             t = x.float().flatten(2).transpose(1, 2)
             t = t + self.layer(self.norm(t))
-        return t.transpose(1, 2).reshape(shape).to(dtype)
+        return in_layout_of(t.transpose(1, 2).reshape(shape).to(dtype), x)
 
 
 @register_model(family="sequence", paper=XLSTM_PAPER, defaults=sequence_unet_kwargs, tiny_kwargs=TINY_KWARGS,
