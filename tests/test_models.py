@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+import zoo_checks
+from isolated import run_isolated
+from zoo_checks import PATCHES
 
 from unetkit.models import (UnknownModelError, conv_feature_map_size, count_parameters, create_model,
                             list_families, list_models, model_info, register_model)
-
-# Patch sizes a planner can produce for strides [1, 2, 2, 2] (multiples of 8, odd after pooling).
-PATCHES = {3: (24, 40, 24), 2: (40, 56)}
-SMALL_PATCHES = {3: (8, 16, 8), 2: (16, 24)}
 
 # --------------------------------------------------------------------------------------------
 # Reference numbers from dynamic-network-architectures 0.4.4 (the library nnU-Net v2 builds its
@@ -69,8 +65,7 @@ REFERENCES = [
 ]
 
 
-def _tiny(name: str, dims: int, in_channels: int = 2, num_classes: int = 3, **kw: Any) -> torch.nn.Module:
-    return create_model(name, dims, in_channels, num_classes, **{**model_info(name).tiny_kwargs, **kw})
+_tiny = zoo_checks.tiny
 
 
 def _cases() -> list[tuple[str, int]]:
@@ -78,61 +73,21 @@ def _cases() -> list[tuple[str, int]]:
 
 
 # ---------------------------------------------------------------- generic, over list_models()
+# Native kernels run on many shapes here; each body runs in an isolated worker process
+# (tests/isolated.py) so that a crash inside a kernel fails that one test, named, not the run.
 @pytest.mark.parametrize("name,dims", _cases())
 def test_forward_backward_shapes(name: str, dims: int) -> None:
-    torch.manual_seed(0)
-    model = _tiny(name, dims)
-    x = torch.randn(2, 2, *PATCHES[dims])
-    outs = model(x)
-    info = model_info(name)
-    if info.deep_supervision:
-        assert isinstance(outs, list) and len(outs) >= 2
-        assert outs[0].shape == (2, 3, *PATCHES[dims])  # full resolution first
-        for finer, coarser in zip(outs, outs[1:]):  # then each coarser decoder level
-            assert coarser.shape[:2] == (2, 3)
-            assert all(c <= f for c, f in zip(coarser.shape[2:], finer.shape[2:]))
-            assert coarser.shape[2:] != finer.shape[2:]
-    else:
-        outs = [outs]
-    assert all(torch.isfinite(o).all() for o in outs)
-    sum(o.float().mean() for o in outs).backward()
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
-
-    model.deep_supervision = False  # switchable after training (inference)
-    with torch.no_grad():
-        single = model(x)
-    assert isinstance(single, torch.Tensor) and single.shape == (2, 3, *PATCHES[dims])
+    run_isolated(zoo_checks.forward_backward_shapes, name, dims)
 
 
 @pytest.mark.parametrize("name,dims", _cases())
 def test_without_deep_supervision_and_eval(name: str, dims: int) -> None:
-    model = _tiny(name, dims, deep_supervision=False).eval()
-    with torch.no_grad():
-        out = model(torch.randn(1, 2, *PATCHES[dims]))
-    assert isinstance(out, torch.Tensor) and out.shape == (1, 3, *PATCHES[dims])
+    run_isolated(zoo_checks.eval_without_deep_supervision, name, dims)
 
 
 @pytest.mark.parametrize("name,dims", _cases())
 def test_overfits_tiny_batch(name: str, dims: int) -> None:
-    torch.manual_seed(0)
-    model = _tiny(name, dims, in_channels=1, num_classes=2)
-    x = torch.randn(2, 1, *SMALL_PATCHES[dims])
-    target = (x[:, 0] > 0.3).long()  # a learnable voxel-wise rule
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-
-    def loss_fn() -> torch.Tensor:
-        out = model(x)
-        out = out[0] if isinstance(out, list) else out
-        return F.cross_entropy(out, target)
-
-    first = loss_fn().item()
-    for _ in range(6):
-        opt.zero_grad()
-        loss = loss_fn()
-        loss.backward()
-        opt.step()
-    assert loss_fn().item() < 0.8 * first
+    run_isolated(zoo_checks.overfits_tiny_batch, name, dims)
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -154,18 +109,7 @@ def test_metadata_and_defaults(name: str) -> None:
 
 @pytest.mark.parametrize("name,dims", _cases())
 def test_state_dict_round_trip_safetensors(name: str, dims: int, tmp_path) -> None:
-    torch.manual_seed(0)
-    a = _tiny(name, dims).eval()
-    path = tmp_path / "model.safetensors"
-    save_file({k: v.contiguous() for k, v in a.state_dict().items()}, str(path))
-    torch.manual_seed(1)
-    b = _tiny(name, dims).eval()
-    b.load_state_dict(load_file(str(path)), strict=True)
-    x = torch.randn(1, 2, *PATCHES[dims])
-    with torch.no_grad():
-        oa, ob = a(x), b(x)
-    for u, v in zip(oa if isinstance(oa, list) else [oa], ob if isinstance(ob, list) else [ob]):
-        assert torch.equal(u, v)
+    run_isolated(zoo_checks.state_dict_round_trip_safetensors, name, dims, str(tmp_path))
 
 
 # ---------------------------------------------------------------- parameter counts, feature maps
