@@ -483,7 +483,7 @@ def test_cvc_layout_anti_aliased_tiff_masks(tmp_path, capsys):
                    "--num-processes", "1"])
     out = capsys.readouterr().out
     assert status == 0, out
-    assert out.splitlines()[0] == "6 images found, 6 imported, 0 skipped"
+    assert out.splitlines()[0] == "6 images found, 6 imported, 0 skipped; 3 mask(s) with anti-aliased edges thresholded"
     assert "3 mask(s) had intermediate values on their edges" in out
     for name, label in _labels(tmp_path / "CVC_raw").items():
         np.testing.assert_array_equal(label, truth[name])
@@ -623,3 +623,20 @@ def test_import_refuses_nested_source_and_destination(tmp_path):
     with pytest.raises(DataError, match="inside the destination"):
         import_dataset(ds / "original", link, overwrite=True, num_processes=1)
     assert sorted(p.relative_to(ds) for p in ds.rglob("*")) == before             # nothing written or removed
+
+
+def test_several_suffixes_in_one_folder_are_not_each_others_extras(tmp_path):
+    """`--mask-suffix _mask --mask-suffix _mask_1`: img_mask_1 is the second source's mask only."""
+    src = tmp_path / "src"
+    rng = np.random.default_rng(12)
+    a, b = _lesion(top=2, left=2), _lesion(top=16, left=12, h=8, w=8)
+    for k in range(2):
+        _save(rng.integers(0, 256, (30, 28), dtype=np.uint8), src / "images" / f"img{k}.png")
+        _save(a, src / "masks" / f"img{k}_mask.png")
+        _save(b, src / "masks" / f"img{k}_mask_1.png")
+    report = import_dataset(src, tmp_path / "raw", mask_suffix=["_mask", "_mask_1"], combine="labels",
+                            num_processes=1)
+    assert report.dataset_json["unetkit_import"]["cases"]["img0"]["masks"] == ["masks/img0_mask.png",
+                                                                              "masks/img0_mask_1.png"]
+    assert "masks per image: 2 (2 images)" in report.lines()
+    np.testing.assert_array_equal(_labels(tmp_path / "raw")["img1"], np.where(b > 0, 2, np.where(a > 0, 1, 0)))

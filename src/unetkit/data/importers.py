@@ -339,6 +339,9 @@ def import_dataset(source: str | Path, dest: str | Path, *, images: str | None =
                               skipped=skipped, left_out_by_limit=left_out, dataset_json={}, seconds=0.0,
                               images_found=found, allow_skips=allow_skips,
                               details=[_mask_count_line([c for c in cases if c.name in written])])
+        anti_aliased = sum(len(r.anti_aliased_distinct) for r in results if r.ok)
+        if anti_aliased:
+            report.summary_notes.append(f"{anti_aliased} mask(s) with anti-aliased edges thresholded")
         record = _import_record(source, layout, rules, cases, tasks, results, report, options)
         record["mask_rule"] = _mask_rule_record(good, rule, combine, len(rules["mask_sources"]), decisions)
         record["notes"] = colour_notes + record["notes"]

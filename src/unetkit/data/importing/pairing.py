@@ -254,6 +254,13 @@ def _pair_group(group, image_files: list[Path], mask_files: list[list[Path]], im
             by_source.append(_glob_masks(keyed(image_files, *image_rule), mask_files[k], src["glob"]))
         else:
             by_source.append(keyed_masks(mask_files[k], src["prefix"], src["suffix"]))
+    exact = {f for found in by_source for per_index in found.values() for f in per_index.get(0, [])}
+    for found in by_source:  # a file named by one source's own rule is never another source's numbered extra
+        for per_index in found.values():
+            for index in [i for i in per_index if i > 0]:
+                per_index[index] = [f for f in per_index[index] if f not in exact]
+                if not per_index[index]:
+                    del per_index[index]
     mask_set = {f for found in by_source for per_index in found.values() for fs in per_index.values() for f in fs}
     if any(same):  # images and masks in one folder: files following a mask rule are masks, the rest images
         image_files = [f for f in image_files if f not in mask_set]

@@ -85,6 +85,7 @@ class ImportReport:
     images_found: int = 0
     allow_skips: bool = False
     details: list[str] = field(default_factory=list)
+    summary_notes: list[str] = field(default_factory=list)
 
     @property
     def data_skips(self) -> list[Skipped]:
@@ -112,6 +113,8 @@ class ImportReport:
             line += f"; {len(other_skips)} mask file(s) skipped: {_counted(other_skips)}"
         if self.left_out_by_limit:
             line += f"; {self.left_out_by_limit} left out by --limit"
+        for note in self.summary_notes:
+            line += f"; {note}"
         only_listed = [s for s in self.skipped if not s.counts]
         if only_listed:
             line += f"; listed, not data: {_counted(only_listed)}"
