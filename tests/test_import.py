@@ -640,3 +640,16 @@ def test_several_suffixes_in_one_folder_are_not_each_others_extras(tmp_path):
                                                                               "masks/img0_mask_1.png"]
     assert "masks per image: 2 (2 images)" in report.lines()
     np.testing.assert_array_equal(_labels(tmp_path / "raw")["img1"], np.where(b > 0, 2, np.where(a > 0, 1, 0)))
+
+
+def test_same_name_in_two_class_folders_gets_the_class_prefix(tmp_path):
+    src = tmp_path / "src"
+    rng = np.random.default_rng(13)
+    for cls in ("a", "b"):
+        for name in ("1", f"only_{cls}"):
+            _save(rng.integers(0, 256, (30, 28), dtype=np.uint8), src / cls / "images" / f"{name}.png")
+            _save(_lesion(), src / cls / "masks" / f"{name}.png")
+    report = import_dataset(src, tmp_path / "raw", num_processes=1)   # */images and */masks found by themselves
+    assert report.cases == ["a_1", "b_1", "only_a", "only_b"]
+    assert {n: c["group"] for n, c in report.dataset_json["unetkit_import"]["cases"].items()} == {
+        "a_1": "a", "b_1": "b", "only_a": "a", "only_b": "b"}
