@@ -85,7 +85,12 @@ def test_pairs_by_stem_and_reports_every_skip(tmp_path):
     for name, label in _labels(tmp_path / "raw").items():
         np.testing.assert_array_equal(label, masks[name] > 127)
     assert any("mask without image" in line for line in report.lines())
-    _no_check_errors(tmp_path / "raw")
+    # nolabel.png was left out without --allow-skips: the dataset is partial and the checker says so
+    # (before issue 13 this import exited 0 and the checker found nothing).
+    assert report.exit_status == 3
+    from unetkit.data.checks import check_dataset
+    assert [p.kind for p in check_dataset(tmp_path / "raw", num_processes=1) if p.severity == "error"] == [
+        "partial-import"]
 
 
 def test_rgb_images_stay_one_three_channel_file(tmp_path):
@@ -168,8 +173,9 @@ def test_overwrite_refused_and_failure_leaves_nothing(tmp_path):
         import_dataset(src, dest, num_processes=1)
     import_dataset(src, dest, overwrite=True, limit=2, num_processes=1)
     assert load_dataset(dest).num_training == 2
-    # Mixed grey and RGB images cannot form one dataset: the import fails and writes nothing.
-    _save(np.zeros((24, 20, 3), np.uint8), src / "images" / "case1.png")
+    # Mixed grey and colour images cannot form one dataset: the import fails and writes nothing.
+    # (A colour picture: an all-zero RGB one has R = G = B and is imported as grey, issue 13.)
+    _save(np.random.default_rng(2).integers(0, 256, (24, 20, 3), dtype=np.uint8), src / "images" / "case1.png")
     bad = tmp_path / "bad"
     with pytest.raises(DataError, match="channel counts"):
         import_dataset(src, bad, num_processes=1)
@@ -258,7 +264,7 @@ def test_hippocampus(tmp_path):
     src = shared_dataset("Hippocampus")
     report = import_dataset(src, tmp_path / "Hippocampus", images="TrainingSet/images",
                             masks="TrainingSet/labels", labels="background=0,anterior=1,posterior=2",
-                            channel_name="MRI", num_processes=2)
+                            channel_name="MRI", num_processes=2, allow_skips=True)  # image 118 has no label
     assert len(report.cases) == 260
     skipped = {Path(s.file).name: s.reason for s in report.skipped}
     assert set(skipped) == {"hippocampus_010.nii.gz", "hippocampus_281.nii.gz", "hippocampus_118.nii.gz"}
@@ -347,3 +353,303 @@ def test_images_and_masks_in_one_folder(tmp_path):
     assert report.cases == sorted(masks) and not report.skipped
     for name, label in _labels(tmp_path / "raw").items():
         np.testing.assert_array_equal(label, masks[name] > 127)
+
+
+# ------------------------------------------------------------------------------ public layouts (issue 13)
+
+def _lesion(shape=(30, 28), top=4, left=5, h=10, w=9) -> np.ndarray:
+    mask = np.zeros(shape, np.uint8)
+    mask[top:top + h, left:left + w] = 255
+    return mask
+
+
+def _grey_rgb(rng: np.random.Generator, shape=(30, 28)) -> np.ndarray:
+    """An ultrasound picture stored as RGB: the same grey values in R, G and B."""
+    grey = rng.integers(0, 256, shape, dtype=np.uint8)
+    return np.stack([grey] * 3, axis=-1)
+
+
+def _make_busi(root: Path, seed: int = 0) -> tuple[dict, dict, dict]:
+    """BUSI's layout: CLASS/images/NAME.png, CLASS/mask/NAME_mask.png, and for a few images
+    NAME_mask_1.png / NAME_mask_2.png (more lesions). Returns (grey picture, expected union label,
+    number of masks) by source name."""
+    rng = np.random.default_rng(seed)
+    grey, union, counts = {}, {}, {}
+    extras = {"benign (2)": 1, "malignant (1)": 2}    # how many numbered extra masks these images have
+    for cls, n in (("benign", 3), ("malignant", 2), ("normal", 2)):
+        for k in range(1, n + 1):
+            name = f"{cls} ({k})"
+            picture = _grey_rgb(rng)
+            _save(picture, root / cls / "images" / f"{name}.png")
+            masks = [_lesion(top=int(rng.integers(0, 15)), left=int(rng.integers(0, 15))) if cls != "normal"
+                     else np.zeros((30, 28), np.uint8)]
+            masks += [_lesion(top=20, left=2 + 8 * j, h=6, w=5) for j in range(extras.get(name, 0))]
+            for j, mask in enumerate(masks):
+                suffix = "_mask" if j == 0 else f"_mask_{j}"
+                _save(np.stack([mask] * 3, axis=-1), root / cls / "mask" / f"{name}{suffix}.png")
+            grey[name], counts[name] = picture[..., 0], len(masks)
+            union[name] = np.any([m > 127 for m in masks], axis=0).astype(np.uint8)
+    return grey, union, counts
+
+
+def test_busi_layout_classes_numbered_masks_and_grey_rgb(tmp_path, capsys):
+    from unetkit.cli import main
+
+    grey, union, counts = _make_busi(tmp_path / "BUSI")
+    dest = tmp_path / "BUSI_raw"
+    status = main(["import", str(tmp_path / "BUSI"), str(dest), "--images", "*/images", "--masks", "*/mask",
+                   "--labels", "background=0,lesion=1", "--num-processes", "1"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert out.splitlines()[0] == "7 images found, 7 imported, 0 skipped"
+    assert "masks per image: 1 (5 images), 2 (1 image), 3 (1 image)" in out
+    spec = json.loads((dest / "dataset.json").read_text())
+    assert spec["channel_names"] == {"0": "grey"}          # R = G = B everywhere: one channel
+    record = spec["unetkit_import"]
+    assert record["rules"]["groups"] == ["benign", "malignant", "normal"]
+    labels = _labels(dest)
+    ds = load_dataset(dest)
+    assert len(labels) == 7
+    for source_name, expected in union.items():
+        case = source_name.replace(" ", "_").replace("(", "_").replace(")", "_")   # "benign (1)" -> "benign__1_"
+        np.testing.assert_array_equal(labels[case], expected)   # every mask of the image, joined
+        assert record["cases"][case]["group"] == source_name.split(" ")[0]
+        assert len(record["cases"][case]["masks"]) == counts[source_name]
+        image = read_image(next(c for c in ds.training_cases() if c.name == case).images[0])[0]
+        np.testing.assert_array_equal(image, grey[source_name][None])
+    _no_check_errors(dest)
+    # --color keep keeps the three channels; the default (no patterns) finds CLASS/images too.
+    report = import_dataset(tmp_path / "BUSI", tmp_path / "kept", color="keep", num_processes=1)
+    assert report.dataset_json["channel_names"] == {"0": "R", "1": "G", "2": "B"} and not report.partial
+    assert len(report.cases) == 7
+
+
+def test_numbered_extra_masks_by_default_glob_and_labels(tmp_path):
+    src = tmp_path / "src"
+    rng = np.random.default_rng(4)
+    a, b, c = _lesion(top=2, left=2), _lesion(top=16, left=3, h=5, w=5), _lesion(top=18, left=18, h=6, w=6)
+    for k in range(3):
+        _save(rng.integers(0, 256, (30, 28), dtype=np.uint8), src / "images" / f"img{k}.png")
+        _save(a, src / "masks" / f"img{k}_mask.png")
+    _save(b, src / "masks" / "img1_mask_1.png")
+    _save(c, src / "masks" / "img1_mask_2.png")
+    # Before: the extras were skipped ("does not match any mask rule") and img1 kept only its first lesion.
+    report = import_dataset(src, tmp_path / "union", num_processes=1)
+    assert not report.skipped and report.exit_status == 0
+    np.testing.assert_array_equal(_labels(tmp_path / "union")["img1"], ((a > 0) | (b > 0) | (c > 0)).astype(np.uint8))
+    np.testing.assert_array_equal(_labels(tmp_path / "union")["img0"], (a > 0).astype(np.uint8))
+    assert "masks per image: 1 (2 images), 3 (1 image)" in report.lines()
+    # --combine labels: the k-th mask of an image (base first, then _1, _2) is label k.
+    report = import_dataset(src, tmp_path / "labels", combine="labels", num_processes=1)
+    assert report.dataset_json["labels"] == {"background": 0, "mask_1": 1, "mask_2": 2, "mask_3": 3}
+    expected = np.where(c > 0, 3, np.where(b > 0, 2, np.where(a > 0, 1, 0)))
+    np.testing.assert_array_equal(_labels(tmp_path / "labels")["img1"], expected)
+    # A glob finds the same masks.
+    report = import_dataset(src, tmp_path / "glob", mask_glob="{name}_mask*.png", num_processes=1)
+    assert report.cases == ["img0", "img1", "img2"] and not report.skipped
+    assert report.dataset_json["unetkit_import"]["cases"]["img1"]["masks"] == [
+        "masks/img1_mask.png", "masks/img1_mask_1.png", "masks/img1_mask_2.png"]
+
+
+def _anti_aliased(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A 0/255 mask whose edge pixels (foreground next to background) get intermediate values."""
+    from scipy import ndimage
+
+    fg = mask > 0
+    edge = fg & ~ndimage.binary_erosion(fg)
+    out = mask.copy()
+    out[edge] = rng.integers(20, 240, int(edge.sum()))
+    return out
+
+
+def test_cvc_layout_anti_aliased_tiff_masks(tmp_path, capsys):
+    """CVC-ClinicDB: Original/N.tif (RGB) and 'Ground Truth'/N.tif, 0/255 masks of which some carry
+    a few intermediate values on their edges. All are binary masks: threshold them all."""
+    import tifffile
+    from unetkit.cli import main
+
+    src, rng, truth = tmp_path / "CVC-ClinicDB", np.random.default_rng(6), {}
+    (src / "Original").mkdir(parents=True)
+    (src / "Ground Truth").mkdir(parents=True)
+    for k in range(1, 7):
+        # planar RGB (samples first): tifffile's layout, not Pillow's
+        tifffile.imwrite(src / "Original" / f"{k}.tif", rng.integers(0, 256, (3, 30, 28), dtype=np.uint8),
+                         photometric="rgb", planarconfig="separate")
+        mask = _lesion(top=int(rng.integers(2, 14)), left=int(rng.integers(2, 14)))
+        stored = _anti_aliased(mask, rng) if k % 2 else mask
+        tifffile.imwrite(src / "Ground Truth" / f"{k}.tif", stored)
+        truth[str(k)] = (stored > 127).astype(np.uint8)
+    status = main(["import", str(src), str(tmp_path / "CVC_raw"), "--images", "Original", "--masks", "Ground Truth",
+                   "--num-processes", "1"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert out.splitlines()[0] == "6 images found, 6 imported, 0 skipped; 3 mask(s) with anti-aliased edges thresholded"
+    assert "3 mask(s) had intermediate values on their edges" in out
+    for name, label in _labels(tmp_path / "CVC_raw").items():
+        np.testing.assert_array_equal(label, truth[name])
+    spec = json.loads((tmp_path / "CVC_raw" / "dataset.json").read_text())
+    assert spec["channel_names"] == {"0": "R", "1": "G", "2": "B"}
+    assert spec["unetkit_import"]["mask_rule"]["masks_anti_aliased"] == 3
+
+
+def test_multi_class_masks_keep_refusing(tmp_path):
+    """A 0/85/170/255 mask (classes as grey levels) is not anti-aliasing: its middle values fill regions."""
+    src = tmp_path / "src"
+    rng = np.random.default_rng(8)
+    for k in range(3):
+        _save(rng.integers(0, 256, (30, 28), dtype=np.uint8), src / "images" / f"c{k}.png")
+        _save(_lesion(), src / "masks" / f"c{k}.png")
+    classes = np.zeros((30, 28), np.uint8)
+    classes[2:12, 2:12], classes[14:24, 2:12], classes[2:12, 14:24] = 85, 170, 255
+    _save(classes, src / "masks" / "c1.png")
+    report = import_dataset(src, tmp_path / "raw", num_processes=1)
+    assert report.cases == ["c0", "c2"] and report.exit_status == 3
+    (skip,) = report.data_skips
+    assert skip.kind == "mask values" and "neither binary (0/255) nor small class numbers" in skip.reason
+    assert report.summary() == "3 images found, 2 imported, 1 skipped: 1 mask values"
+
+
+def test_decide_mask_rule_and_classify_by_hand():
+    from unetkit.data.importing.masks import classify_mask, decide_mask_rule
+
+    mask = np.zeros((12, 12), np.uint8)
+    mask[3:9, 3:9] = 255
+    mask[3, 3:9] = 128                      # on the edge: next to 0 (row 2) and to 255 (row 4)
+    assert classify_mask(mask, Path("m.png"))[0] == "anti_aliased"
+    blob = np.zeros((20, 20), np.uint8)
+    blob[2:6, 2:6] = 255
+    blob[10:18, 10:18] = 128                # a region of its own, far from any 255 pixel
+    assert classify_mask(blob, Path("m.png"))[0] == "unusable"
+    assert classify_mask(np.array([[0, 1], [2, 0]], np.uint8), Path("m.png"))[0] == "labels"
+    assert decide_mask_rule(["binary", "anti_aliased", "lossy", "labels01"]).accept_anti_aliased
+    refused = decide_mask_rule(["labels", "anti_aliased"])
+    assert not refused.accept_anti_aliased and refused.anti_aliased == 1
+
+
+def test_anti_aliased_masks_refused_beside_multi_class_masks(tmp_path):
+    src = tmp_path / "src"
+    rng = np.random.default_rng(9)
+    for k in range(3):
+        _save(rng.integers(0, 256, (30, 28), dtype=np.uint8), src / "images" / f"c{k}.png")
+    three = np.zeros((30, 28), np.uint8)
+    three[2:10, 2:10], three[12:20, 12:20] = 1, 2
+    _save(three, src / "masks" / "c0_mask.png")
+    _save(three, src / "masks" / "c1_mask.png")
+    _save(_anti_aliased(_lesion(), rng), src / "masks" / "c2_mask.png")
+    report = import_dataset(src, tmp_path / "raw", num_processes=1)
+    assert report.cases == ["c0", "c1"]
+    (skip,) = report.data_skips
+    assert skip.case == "c2" and "the dataset's other masks are multi-class" in skip.reason
+    assert not list((tmp_path / "raw").rglob("c2*"))
+
+
+def test_ubench_per_label_mask_subfolders(tmp_path):
+    """U-Bench: images/NAME.png with masks/0/NAME.png, masks/1/NAME.png (one 0/255 mask per class)."""
+    src, rng, expected = tmp_path / "ubench", np.random.default_rng(10), {}
+    for k in range(3):
+        _save(rng.integers(0, 256, (30, 28), dtype=np.uint8), src / "images" / f"s{k}.png")
+        first, second = _lesion(top=2, left=2 + k), _lesion(top=8, left=10, h=12, w=12)
+        _save(first, src / "masks" / "0" / f"s{k}.png")
+        _save(second, src / "masks" / "1" / f"s{k}.png")
+        expected[f"s{k}"] = np.where(second > 0, 2, np.where(first > 0, 1, 0))
+    report = import_dataset(src, tmp_path / "raw", num_processes=1)
+    assert report.dataset_json["labels"] == {"background": 0, "class_0": 1, "class_1": 2}
+    assert not report.skipped and report.exit_status == 0
+    for name, label in _labels(tmp_path / "raw").items():
+        np.testing.assert_array_equal(label, expected[name])
+
+
+def test_annotation_files_beside_images_are_listed_not_fatal(tmp_path, capsys):
+    from unetkit.cli import main
+
+    src = tmp_path / "src"
+    _make_2d_source(src, n=3)
+    (src / "images" / "case0.xml").write_text("<annotation/>")
+    (src / "images" / "boxes.csv").write_text("name,x,y\n")
+    assert main(["import", str(src), str(tmp_path / "raw"), "--num-processes", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "3 images found, 3 imported, 0 skipped; listed, not data: 2 not an image"
+    assert "case0.xml: not an image file (in the images folder) (listed only)" in out
+
+
+def test_skips_fail_the_import_unless_accepted_and_run_refuses(tmp_path, capsys):
+    from unetkit.cli import main
+    from unetkit.data.checks import check_dataset
+
+    src = tmp_path / "src"
+    _make_2d_source(src, n=4)
+    (src / "masks" / "case2_mask.png").unlink()                                # image without its mask
+    _save(_blob(np.random.default_rng(1)), src / "masks" / "lonely_mask.png")  # orphan: listed only
+    raw = tmp_path / "raw"
+    assert main(["import", str(src), str(raw), "--num-processes", "1"]) == 3
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0] == ("4 images found, 3 imported, 1 skipped: 1 no mask; "
+                                            "listed, not data: 1 orphan mask")
+    assert "--allow-skips" in captured.err
+    # The partial dataset is written for inspection, but nothing downstream continues on it.
+    assert main(["run", str(raw), "--workdir", str(tmp_path / "work"), "--epochs", "1"]) == 2
+    assert "skipped 1 file(s)" in capsys.readouterr().err and not (tmp_path / "work").exists()
+    assert any(p.kind == "partial-import" for p in check_dataset(raw, num_processes=1))
+    # Accepted skips, or skips the user asked for (--limit), exit 0.
+    assert main(["import", str(src), str(raw), "--overwrite", "--allow-skips", "--num-processes", "1"]) == 0
+    assert not any(p.kind == "partial-import" for p in check_dataset(raw, num_processes=1))
+    (src / "images" / "case2.png").unlink()
+    assert main(["import", str(src), str(raw), "--overwrite", "--limit", "2", "--num-processes", "1"]) == 0
+    assert "3 images found, 2 imported, 0 skipped; 1 left out by --limit" in capsys.readouterr().out
+
+
+def test_grey_rgb_beside_colour_pictures_stays_rgb(tmp_path):
+    src = tmp_path / "src"
+    _make_2d_source(src, n=3, rgb=True)
+    grey = _grey_rgb(np.random.default_rng(3), (24, 20))
+    _save(grey, src / "images" / "case1.png")
+    report = import_dataset(src, tmp_path / "raw", num_processes=1)
+    assert report.dataset_json["channel_names"] == {"0": "R", "1": "G", "2": "B"}
+    case = next(c for c in load_dataset(tmp_path / "raw").training_cases() if c.name == "case1")
+    np.testing.assert_array_equal(read_image(case.images[0])[0], np.moveaxis(grey, -1, 0))
+
+
+def test_import_refuses_nested_source_and_destination(tmp_path):
+    ds = tmp_path / "DS"
+    _make_2d_source(ds / "original", n=2)
+    (ds / "old_output.txt").write_text("an earlier import")
+    before = sorted(p.relative_to(ds) for p in ds.rglob("*"))
+    with pytest.raises(DataError, match="inside the destination"):
+        import_dataset(ds / "original", ds, overwrite=True, num_processes=1)   # would delete its own source
+    with pytest.raises(DataError, match="inside the source"):
+        import_dataset(ds / "original", ds / "original" / "raw", num_processes=1)
+    link = tmp_path / "link_to_ds"
+    link.symlink_to(ds, target_is_directory=True)
+    with pytest.raises(DataError, match="inside the destination"):
+        import_dataset(ds / "original", link, overwrite=True, num_processes=1)
+    assert sorted(p.relative_to(ds) for p in ds.rglob("*")) == before             # nothing written or removed
+
+
+def test_several_suffixes_in_one_folder_are_not_each_others_extras(tmp_path):
+    """`--mask-suffix _mask --mask-suffix _mask_1`: img_mask_1 is the second source's mask only."""
+    src = tmp_path / "src"
+    rng = np.random.default_rng(12)
+    a, b = _lesion(top=2, left=2), _lesion(top=16, left=12, h=8, w=8)
+    for k in range(2):
+        _save(rng.integers(0, 256, (30, 28), dtype=np.uint8), src / "images" / f"img{k}.png")
+        _save(a, src / "masks" / f"img{k}_mask.png")
+        _save(b, src / "masks" / f"img{k}_mask_1.png")
+    report = import_dataset(src, tmp_path / "raw", mask_suffix=["_mask", "_mask_1"], combine="labels",
+                            num_processes=1)
+    assert report.dataset_json["unetkit_import"]["cases"]["img0"]["masks"] == ["masks/img0_mask.png",
+                                                                              "masks/img0_mask_1.png"]
+    assert "masks per image: 2 (2 images)" in report.lines()
+    np.testing.assert_array_equal(_labels(tmp_path / "raw")["img1"], np.where(b > 0, 2, np.where(a > 0, 1, 0)))
+
+
+def test_same_name_in_two_class_folders_gets_the_class_prefix(tmp_path):
+    src = tmp_path / "src"
+    rng = np.random.default_rng(13)
+    for cls in ("a", "b"):
+        for name in ("1", f"only_{cls}"):
+            _save(rng.integers(0, 256, (30, 28), dtype=np.uint8), src / cls / "images" / f"{name}.png")
+            _save(_lesion(), src / cls / "masks" / f"{name}.png")
+    report = import_dataset(src, tmp_path / "raw", num_processes=1)   # */images and */masks found by themselves
+    assert report.cases == ["a_1", "b_1", "only_a", "only_b"]
+    assert {n: c["group"] for n, c in report.dataset_json["unetkit_import"]["cases"].items()} == {
+        "a_1": "a", "b_1": "b", "only_a": "a", "only_b": "b"}

@@ -63,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     report = import_dataset(source, raw, overwrite=True, **demo_import_options())
     for line in report.lines():
         print(f"    {line}")
+    if report.exit_status:
+        print("    the import skipped data: stopping")
+        return report.exit_status
     _done(t, str(raw))
 
     t = _step(3, "checking the raw dataset")

@@ -59,6 +59,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {raw}: no dataset.json; give a raw dataset folder (see `unetkit import --help`)",
               file=sys.stderr)
         return 2
+    from unetkit.data.importing.records import partial_import_problem
+    from unetkit.utils.atomic import read_json
+
+    problem = partial_import_problem(read_json(raw / "dataset.json"))
+    if problem:
+        print(f"error: {raw}: {problem}", file=sys.stderr)
+        return 2
     overrides = {k: getattr(args, k) for k in OVERRIDE_KEYS if getattr(args, k) is not None}
     result = run_pipeline(raw, args.workdir, configuration=args.configuration, folds=args.folds, overrides=overrides,
                           device=args.device, memory_gb=args.memory_gb, test_input=args.input,

@@ -33,6 +33,7 @@ import numpy as np
 
 from unetkit.data.dataset import CHANNEL_SUFFIX, RawDataset, load_dataset, resolve_inside
 from unetkit.data.errors import DataError, DatasetJsonError
+from unetkit.data.importing.records import partial_import_problem
 from unetkit.data.io import LOSSY_ENDINGS, Geometry, file_ending, read_image
 
 Severity = Literal["error", "warning"]
@@ -660,6 +661,9 @@ def check_dataset_report(root: str | Path, num_processes: int | None = None) -> 
         return report
     problems: list[Problem] = []
     problems.extend(_label_spec_problems(ds))
+    partial = partial_import_problem(ds.spec)
+    if partial:  # written by an import that skipped data without the user's consent
+        problems.append(_err("partial-import", root / "dataset.json", None, partial))
     if "dataset" in ds.spec:
         cases = _layout_from_mapping(ds, problems)
     else:

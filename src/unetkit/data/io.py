@@ -175,7 +175,11 @@ def _read_picture(path: Path) -> tuple[np.ndarray, Geometry]:
             import tifffile
 
             try:
-                array = tifffile.imread(str(path))
+                with tifffile.TiffFile(str(path)) as tif:
+                    series = tif.series[0]
+                    array = series.asarray()
+                    if series.axes.startswith("S") and array.ndim == 3:
+                        array = np.moveaxis(array, 0, -1)  # planar (samples-first) RGB: channels last
             except Exception:
                 array = None
         if array is None:
