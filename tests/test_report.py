@@ -139,8 +139,17 @@ def test_failed_runs_inf_and_zero_shot_are_shown(full):
     assert [(r["model"], r["dataset"], r["error"]) for r in failed] == [("resenc_unet", "Skin2D", FAILED_ERROR)]
     assert FAILED_ERROR in page and FAILED_ERROR in markdown
     assert "runs/Skin2D__resenc_unet__test/error.txt" in page and "Traceback" in page
-    # HD95 of a missed structure: mean of the finite cases plus a count, in words.
-    assert "(+1 missed)" in page and "(+1 missed)" in markdown
+    # HD95 of a missed structure (egeunet, Spleen3D, first case): ranked with the declared penalty.
+    # The fixture's table.csv has no diagonal_mm, so the penalty is the diagonal of the median image
+    # in datasets.json: 16 x 40 x 40 voxels of 3.0 x 0.8 x 0.8 mm = 48 x 32 x 32 mm, diagonal
+    # sqrt(48^2 + 32^2 + 32^2) = sqrt(4352) = 65.97 mm. Beside it: the finite-only mean and the count.
+    rows = [r for r in load_table(root / "table.csv") if (r["model"], r["dataset"]) == ("egeunet", "Spleen3D")]
+    finite = [float(r["hd95"]) for r in rows if math.isfinite(float(r["hd95"]))]
+    assert len(finite) == len(rows) - 1
+    penalised = (sum(finite) + math.sqrt(4352.0)) / len(rows)
+    expected = f"{penalised:.1f} (finite-only {np.mean(finite):.1f}, 1 missed)"
+    assert expected in page and expected in markdown
+    assert "a missed structure counts as the median image's diagonal (66.0 mm, datasets.json)" in html.unescape(page)
     assert ">inf<" not in page and ">nan<" not in page
     # Zero-shot: summarize over the zero-shot table, beside the in-domain number on the target.
     zero = summarize(load_table(root / "zero_shot.csv"), "dice", n_resamples=RESAMPLES)
@@ -170,16 +179,18 @@ def test_one_dataset_and_no_plain_unet(tmp_path):
     written = build_report(root, n_resamples=200)
     page = written["html"].read_text(encoding="utf-8")
     assert "Only 1 dataset has results" in page and 'id="cd-absent"' in page
-    # No plain_unet: the baseline is the best-ranked model, and the page says why.
-    assert "against resenc_unet (no plain_unet in the results: the model with the best average rank)" in page
+    # The suite declares no baseline: its first model is the baseline, chosen before any result.
+    assert "against resenc_unet (the suite&#x27;s first model (the suite declares no baseline:))" in page
     assert "zero-shot" in page.lower() and "no rows" in page  # zero_shot.csv with a header only
 
 
-def test_two_models_get_ranks_without_friedman(tmp_path):
+def test_two_models_get_a_wilcoxon_test_over_datasets(tmp_path):
     root = write_results_folder(tmp_path / "r", models=["plain_unet", "egeunet"], failed=None, images=False)
     written = build_report(root, n_resamples=200, overlays=False)
     page = html.unescape(written["html"].read_text(encoding="utf-8"))
-    assert "Friedman's test needs at least 3 models" in page and 'id="cd-diagram"' in page
+    # Demšar (2006): two models across datasets get the Wilcoxon test over datasets, not a CD diagram.
+    assert "Two models: Wilcoxon signed-rank test over the 3 datasets" in page
+    assert 'id="cd-diagram"' not in page and "cd_png" not in written
 
 
 def test_errors_name_the_file(tmp_path, capsys):
