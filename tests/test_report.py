@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_fixtures import FAILED_ERROR, write_results_folder, write_table_results
 from scipy.stats import wilcoxon as sps_wilcoxon
 
-from bench_fixtures import FAILED_ERROR, write_results_folder, write_table_results
 from unetkit.benchmark import (
     anchors_from_suite,
     friedman_nemenyi,

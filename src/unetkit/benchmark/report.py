@@ -33,7 +33,14 @@ from unetkit.utils.atomic import atomic_write_text
 
 from .conventions import apply_hd95_penalty, declared_baseline, empty_reference_counts
 from .report_data import BenchmarkResults, load_results, machine_label, to_float
-from .stats import MIN_PAIRS, friedman_nemenyi, paired_tests, score_matrix, summarize, wilcoxon_over_datasets
+from .stats import (
+    MIN_PAIRS,
+    friedman_nemenyi,
+    paired_tests,
+    score_matrix,
+    summarize,
+    wilcoxon_over_datasets,
+)
 from .uscore import UBENCH_ANCHORS, anchors_from_suite, u_score_table
 
 #: Metrics where a smaller value is better (distances).

@@ -576,6 +576,36 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _md_leaderboard(analysis: Analysis, dataset: str) -> str:
+    """One dataset's leaderboard as a Markdown table."""
+    metric = analysis.metric
+    rows = []
+    for row in analysis.leaderboard[dataset]:
+        if row["status"] != "done":
+            rows.append(["", row["model"], f"**{row['status']}**: {row.get('error', '')}"] + [""] * 12)
+            continue
+        rows.append([str(row["rank"]), row["model"],
+                     fmt_ci(row[f"{metric}_mean"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]),
+                     fmt(row.get("iou_mean")), _hd95_text(row), fmt(row.get("nsd_mean")), str(row["n"]),
+                     fmt_ci(row.get("delta_mean"), row.get("delta_ci_low"), row.get("delta_ci_high"), signed=True)
+                     if "delta_mean" in row else "",
+                     fmt_signed(row.get("delta_median")) if "delta_median" in row else "",
+                     str(row["n_pairs"]) if "n_pairs" in row else "",
+                     fmt_p(row.get("p_holm")) if "p_holm" in row else "",
+                     (f"r {fmt(row.get('rank_biserial'), 2)}, d_z {fmt(row.get('cohens_dz'), 2)}"
+                      if "rank_biserial" in row else ""),
+                     _mark_text(row.get("mark", ""), row.get("test_note", ""))
+                     if "p_holm" in row or row.get("mark") else "",
+                     f"{fmt_cost(row.get('params_m'))} M / {fmt_cost(row.get('gflops'))} GFLOPs / "
+                     f"{fmt_cost(row.get('latency_ms'))} ms",
+                     fmt(row.get("u_score"))])
+    if not rows:
+        return "No runs on this dataset."
+    return _md_table(["rank", "model", f"{metric_label(metric)} [CI]", "IoU", "HD95 mm", "NSD", "n",
+                      f"\u0394 vs {analysis.baseline or 'baseline'}: mean [CI]", "\u0394 median", "pairs",
+                      "p (Holm)", "effect size", "vs baseline", "params / GFLOPs / latency", "U-Score"], rows)
+
+
 def render_markdown(analysis: Analysis) -> str:
     """Leaderboards, paired tests, ranks, zero-shot and failed runs as Markdown."""
     metric = analysis.metric
@@ -610,35 +640,7 @@ def render_markdown(analysis: Analysis) -> str:
                 + "; ".join(f"{model} ({why})" for model, why in overall["excluded"].items()), ""]
 
     for dataset in analysis.datasets:
-        out += [f"## {dataset}", "", _empty_line(analysis, dataset), ""]
-        rows = []
-        for row in analysis.leaderboard[dataset]:
-            if row["status"] != "done":
-                rows.append(["", row["model"], f"**{row['status']}**: {row.get('error', '')}"] + [""] * 12)
-                continue
-            rows.append([str(row["rank"]), row["model"],
-                         fmt_ci(row[f"{metric}_mean"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]),
-                         fmt(row.get("iou_mean")), _hd95_text(row), fmt(row.get("nsd_mean")), str(row["n"]),
-                         fmt_ci(row.get("delta_mean"), row.get("delta_ci_low"), row.get("delta_ci_high"), signed=True)
-                         if "delta_mean" in row else "",
-                         fmt_signed(row.get("delta_median")) if "delta_median" in row else "",
-                         str(row["n_pairs"]) if "n_pairs" in row else "",
-                         fmt_p(row.get("p_holm")) if "p_holm" in row else "",
-                         (f"r {fmt(row.get('rank_biserial'), 2)}, d_z {fmt(row.get('cohens_dz'), 2)}"
-                          if "rank_biserial" in row else ""),
-                         _mark_text(row.get("mark", ""), row.get("test_note", ""))
-                         if "p_holm" in row or row.get("mark") else "",
-                         f"{fmt_cost(row.get('params_m'))} M / {fmt_cost(row.get('gflops'))} GFLOPs / "
-                         f"{fmt_cost(row.get('latency_ms'))} ms",
-                         fmt(row.get("u_score"))])
-        if rows:
-            out.append(_md_table(["rank", "model", f"{label} [CI]", "IoU", "HD95 mm", "NSD", "n",
-                                  f"\u0394 vs {analysis.baseline or 'baseline'}: mean [CI]", "\u0394 median", "pairs",
-                                  "p (Holm)", "effect size",
-                                  "vs baseline", "params / GFLOPs / latency", "U-Score"], rows))
-        else:
-            out.append("No runs on this dataset.")
-        out.append("")
+        out += [f"## {dataset}", "", _empty_line(analysis, dataset), "", _md_leaderboard(analysis, dataset), ""]
 
     out += ["## Zero-shot transfer", ""]
     if analysis.zero_shot:

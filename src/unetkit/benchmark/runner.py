@@ -42,8 +42,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from unetkit.benchmark.suite import (DatasetSpec, ModelSpec, Suite, SuiteError, check_zero_shot_labels, load_suite,
-                                     validate_models)
+from unetkit.benchmark.suite import (
+    DatasetSpec,
+    ModelSpec,
+    Suite,
+    SuiteError,
+    check_zero_shot_labels,
+    load_suite,
+    validate_models,
+)
 from unetkit.benchmark.tables import rebuild_tables
 from unetkit.benchmark.worker import cpu_name, now_iso
 from unetkit.utils.atomic import atomic_write_json, atomic_write_text, read_json
