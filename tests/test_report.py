@@ -527,3 +527,17 @@ def test_item7_family_pairs_and_minimum_stated(tmp_path):
     assert "not marked: too few pairs to mark (8 < 10)" in _md_row(markdown, "few")
     assert "Holm corrects over the family of one dataset's comparisons with the baseline" in markdown
     assert "significance is marked only with at least 10 pairs, since below 6 pairs" in markdown
+
+
+def test_cli_min_pairs(tmp_path, capsys):
+    # The 12 pairs of item 1 (p = 0.034) are marked with the default minimum of 10 and not with 13.
+    rows = []
+    for i in range(12):
+        base = 0.70 + 0.01 * i
+        rows += [{"model": "plain_unet", "dataset": "D", "case": f"c{i:02d}", "dice": base},
+                 {"model": "model", "dataset": "D", "case": f"c{i:02d}", "dice": base + (-0.375 if i == 11 else 0.01)}]
+    root = write_table_results(tmp_path / "r", rows, suite="models: [plain_unet, model]\n")
+    assert main(["report", str(root), "--no-overlays", "--resamples", "200", "--min-pairs", "13"]) == 0
+    (test,) = _rows(root / "report" / "paired_tests.csv")
+    assert test["mark"] == "" and test["note"] == "too few pairs to mark (12 < 13)"
+    capsys.readouterr()
