@@ -244,3 +244,27 @@ def write_results_folder(root: str | Path, *, models: Iterable[str] | None = Non
     write_csv(root / "zero_shot.csv", TABLE_COLUMNS, zero_rows)
     write_csv(root / "cases.csv", CASES_COLUMNS, case_rows)
     return root
+
+
+def write_table_results(root: str | Path, rows: Iterable[Mapping[str, Any]], *, suite: str | None = None,
+                        datasets: Mapping[str, Any] | None = None) -> Path:
+    """A minimal results folder around a hand-made table: metadata.json, runs.csv (one done run
+    per model and dataset), table.csv with the rows' columns, and optionally suite.yaml text and
+    datasets.json. For tests whose right answer is worked out by hand from ``rows``."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = [dict(r) for r in rows]
+    metadata = {"suite": "hand_made", "cpu": "Synthetic CPU", "cores": 2, "device": "cpu",
+                "started_at": "2025-01-01T10:00:00", "finished_at": "2025-01-01T10:01:00", "command": "hand-made"}
+    (root / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
+    if suite is not None:
+        (root / "suite.yaml").write_text(suite, encoding="utf-8")
+    if datasets is not None:
+        (root / "datasets.json").write_text(json.dumps(datasets), encoding="utf-8")
+    pairs = list(dict.fromkeys((r["model"], r["dataset"]) for r in rows))
+    runs = [{"run_id": f"{d}__{m}__test", "kind": "in_domain", "model": m, "dataset": d, "source_dataset": d,
+             "fold": "test", "status": "done"} for m, d in pairs]
+    write_csv(root / "runs.csv", RUNS_COLUMNS, runs)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    write_csv(root / "table.csv", columns, rows)
+    return root

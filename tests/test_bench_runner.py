@@ -178,8 +178,11 @@ def test_table_loads_and_dice_matches_the_written_files(bench):
         ref, _ = read_label(c["reference_path"], row["case"])
         p, r = pred == 1, ref == 1
         denominator = p.sum() + r.sum()
-        expected = 2 * np.logical_and(p, r).sum() / denominator if denominator else math.nan
+        # table.csv scores empty references: both empty = 1 (summary.json keeps nnU-Net's NaN)
+        expected = 2 * np.logical_and(p, r).sum() / denominator if denominator else 1.0
         assert float(row["dice"]) == pytest.approx(expected, abs=1e-9)
+        assert int(row["n_empty_reference"]) == int(not r.any()) and c["reference_empty"] == str(not r.any()).lower()
+        assert float(row["diagonal_mm"]) == pytest.approx(math.hypot(*ref.shape))  # spacing 1
         assert Path(c["image_path"]).is_file() and Path(c["image_path"]).is_absolute()
 
 

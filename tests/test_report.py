@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import html
 import importlib.util
+import json
 import math
 import os
 import shutil
@@ -19,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_fixtures import FAILED_ERROR, write_results_folder, write_table_results
+from scipy.stats import wilcoxon as sps_wilcoxon
 
-from bench_fixtures import FAILED_ERROR, write_results_folder
 from unetkit.benchmark import (
     anchors_from_suite,
     friedman_nemenyi,
@@ -139,8 +141,17 @@ def test_failed_runs_inf_and_zero_shot_are_shown(full):
     assert [(r["model"], r["dataset"], r["error"]) for r in failed] == [("resenc_unet", "Skin2D", FAILED_ERROR)]
     assert FAILED_ERROR in page and FAILED_ERROR in markdown
     assert "runs/Skin2D__resenc_unet__test/error.txt" in page and "Traceback" in page
-    # HD95 of a missed structure: mean of the finite cases plus a count, in words.
-    assert "(+1 missed)" in page and "(+1 missed)" in markdown
+    # HD95 of a missed structure (egeunet, Spleen3D, first case): ranked with the declared penalty.
+    # The fixture's table.csv has no diagonal_mm, so the penalty is the diagonal of the median image
+    # in datasets.json: 16 x 40 x 40 voxels of 3.0 x 0.8 x 0.8 mm = 48 x 32 x 32 mm, diagonal
+    # sqrt(48^2 + 32^2 + 32^2) = sqrt(4352) = 65.97 mm. Beside it: the finite-only mean and the count.
+    rows = [r for r in load_table(root / "table.csv") if (r["model"], r["dataset"]) == ("egeunet", "Spleen3D")]
+    finite = [float(r["hd95"]) for r in rows if math.isfinite(float(r["hd95"]))]
+    assert len(finite) == len(rows) - 1
+    penalised = (sum(finite) + math.sqrt(4352.0)) / len(rows)
+    expected = f"{penalised:.1f} (finite-only {np.mean(finite):.1f}, 1 missed)"
+    assert expected in page and expected in markdown
+    assert "a missed structure counts as the median image's diagonal (66.0 mm, datasets.json)" in html.unescape(page)
     assert ">inf<" not in page and ">nan<" not in page
     # Zero-shot: summarize over the zero-shot table, beside the in-domain number on the target.
     zero = summarize(load_table(root / "zero_shot.csv"), "dice", n_resamples=RESAMPLES)
@@ -170,16 +181,18 @@ def test_one_dataset_and_no_plain_unet(tmp_path):
     written = build_report(root, n_resamples=200)
     page = written["html"].read_text(encoding="utf-8")
     assert "Only 1 dataset has results" in page and 'id="cd-absent"' in page
-    # No plain_unet: the baseline is the best-ranked model, and the page says why.
-    assert "against resenc_unet (no plain_unet in the results: the model with the best average rank)" in page
+    # The suite declares no baseline: its first model is the baseline, chosen before any result.
+    assert "against resenc_unet (the suite&#x27;s first model (the suite declares no baseline:))" in page
     assert "zero-shot" in page.lower() and "no rows" in page  # zero_shot.csv with a header only
 
 
-def test_two_models_get_ranks_without_friedman(tmp_path):
+def test_two_models_get_a_wilcoxon_test_over_datasets(tmp_path):
     root = write_results_folder(tmp_path / "r", models=["plain_unet", "egeunet"], failed=None, images=False)
     written = build_report(root, n_resamples=200, overlays=False)
     page = html.unescape(written["html"].read_text(encoding="utf-8"))
-    assert "Friedman's test needs at least 3 models" in page and 'id="cd-diagram"' in page
+    # Demšar (2006): two models across datasets get the Wilcoxon test over datasets, not a CD diagram.
+    assert "Two models: Wilcoxon signed-rank test over the 3 datasets" in page
+    assert 'id="cd-diagram"' not in page and "cd_png" not in written
 
 
 def test_errors_name_the_file(tmp_path, capsys):
@@ -307,3 +320,224 @@ def test_html_renders_in_headless_chromium(full, tmp_path):
         assert severe == []
     finally:
         browser.quit()
+
+
+# ------------------------------------------------------------ issue 12: verdicts that cannot mislead
+
+def _md_row(markdown: str, model: str) -> str:
+    return next(line for line in markdown.splitlines()
+                if line.startswith("| ") and f"| {model} |" in line and not line.startswith("| rank |"))
+
+
+def test_item1_catastrophic_case_reads_as_better_with_mean_and_median(tmp_path):
+    # 11 of 12 cases better by +0.010..+0.020, one case worse by 0.375 (the worked example of
+    # tests/test_stats.py): T+ = 66, T- = 12, exact p = 140/4096 = 0.034, r = +0.69; mean
+    # difference -0.0175, median +0.0145. The verdict follows the signed ranks: "+ better".
+    rows = []
+    for i in range(12):
+        base = 0.70 + 0.01 * i
+        diff = -0.375 if i == 11 else 0.010 + 0.001 * i
+        rows += [{"model": "plain_unet", "dataset": "D", "case": f"c{i:02d}", "dice": base},
+                 {"model": "model", "dataset": "D", "case": f"c{i:02d}", "dice": base + diff}]
+    root = write_table_results(tmp_path / "r", rows, suite="models: [plain_unet, model]\n")
+    written = build_report(root, n_resamples=500, overlays=False)
+    row = _md_row(written["markdown"].read_text(encoding="utf-8"), "model")
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[7].startswith("-0.017 [") and cells[8] == "+0.015"  # -0.0175 and +0.0145 in floats and cells[9] == "12"  # mean, median, pairs
+    assert cells[10] == "0.034" and cells[11].startswith("r 0.69") and cells[12] == "+ better"
+
+
+def _png_mask(path: Path, square: tuple[int, int, int] | None) -> None:
+    """A 24 x 32 label picture, empty or with a filled square (row, column, side)."""
+    label = np.zeros((24, 32), dtype=np.uint8)
+    if square is not None:
+        r, c, side = square
+        label[r:r + side, c:c + side] = 1
+    write_label(label, path, Geometry(spacing=(1.0, 1.0)))
+
+
+def _evaluated_run(results: Path, model: str, references: Path, predictions: dict[str, tuple | None]) -> None:
+    """runs/D__MODEL__test/ as the worker leaves it: predictions, summary.json (unetkit evaluate),
+    spec.json and run.json."""
+    from unetkit.evaluation.evaluate import evaluate_folders
+
+    run = results / "runs" / f"D__{model}__test"
+    for case, square in predictions.items():
+        _png_mask(run / "predictions" / f"{case}.png", square)
+    evaluate_folders(run / "predictions", references, {"background": 0, "polyp": 1}, output_dir=run, num_processes=1)
+    (run / "spec.json").write_text(json.dumps({"test_case_images": {}}), encoding="utf-8")
+    record = {"run_id": run.name, "kind": "in_domain", "model": model, "dataset": "D", "source_dataset": "D",
+              "fold": "test", "status": "done", "prediction_dir": str(run / "predictions")}
+    (run / "run.json").write_text(json.dumps(record), encoding="utf-8")
+
+
+def test_item2_false_positives_on_empty_references_count(tmp_path):
+    # 12 cases of 24 x 32 pixels; c00..c09 have an empty reference, c10 and c11 a 6 x 6 square.
+    # plain_unet predicts exactly the reference everywhere (empty where it is empty);
+    # fp_model does too on c10 and c11 but puts a 3 x 3 false positive on every empty case.
+    # nnU-Net's convention (summary.json): plain_unet's Dice is NaN on c00..c09, so a paired test
+    # would keep only c10 and c11 (both Dice 1: no difference, no verdict).
+    # Scored convention (table.csv): plain_unet 1 on all 12 cases, fp_model 0 on c00..c09 and 1 on
+    # c10, c11. Differences: ten -1 and two 0 -> 12 pairs; zero differences dropped, ten tied -1:
+    # T+ = 0, T- = 55, and of the 2^10 equally likely sign patterns only all-minus and all-plus
+    # are that extreme: p = 2 / 1024 = 0.00195 (one comparison, Holm leaves it): "- worse".
+    # HD95: fp_model's prediction on an empty reference has HD95 = inf, penalised with the image
+    # diagonal sqrt(24^2 + 32^2) = 40 mm: mean (10 * 40 + 0 + 0) / 12 = 33.3, finite-only 0.0.
+    from unetkit.benchmark.tables import rebuild_tables
+
+    results = tmp_path / "results"
+    references = tmp_path / "labels"
+    squares = {f"c{i:02d}": (None if i < 10 else (8, 10, 6)) for i in range(12)}
+    for case, square in squares.items():
+        _png_mask(references / f"{case}.png", square)
+    _evaluated_run(results, "plain_unet", references, squares)
+    _evaluated_run(results, "fp_model", references,
+                   {case: (square if square is not None else (2, 2, 3)) for case, square in squares.items()})
+    summary = json.loads((results / "runs" / "D__plain_unet__test" / "summary.json").read_text())
+    assert summary["metric_per_case"][0]["metrics"]["1"]["Dice"] is None  # evaluate keeps nnU-Net's NaN
+    rebuild_tables(results)
+    (results / "metadata.json").write_text(json.dumps({"suite": "empty"}), encoding="utf-8")
+    (results / "suite.yaml").write_text("models: [plain_unet, fp_model]\n", encoding="utf-8")
+
+    table = load_table(results / "table.csv")
+    dice = {(r["model"], r["case"]): float(r["dice"]) for r in table}
+    assert all(dice[("plain_unet", c)] == 1.0 for c in squares)
+    assert [dice[("fp_model", c)] for c in squares] == [0.0] * 10 + [1.0, 1.0]
+    assert [int(r["n_empty_reference"]) for r in table if r["model"] == "fp_model"] == [1] * 10 + [0, 0]
+    assert {float(r["diagonal_mm"]) for r in table} == {40.0}
+
+    (test,) = paired_tests(table, "plain_unet", "dice", n_resamples=200)
+    assert test["n_pairs"] == 12 and (test["t_plus"], test["t_minus"]) == (0.0, 55.0)
+    assert test["p"] == pytest.approx(2 / 1024) and test["mark"] == "-"
+
+    written = build_report(results, n_resamples=200, overlays=False)
+    markdown = written["markdown"].read_text(encoding="utf-8")
+    assert "10 of 12 test cases have an empty reference" in markdown
+    assert "Empty references are scored (MONAI's DiceMetric with ignore_empty=False)" in markdown
+    cells = [c.strip() for c in _md_row(markdown, "fp_model").strip("|").split("|")]
+    assert cells[4] == "33.3 (finite-only 0.0, 10 missed)"
+    assert cells[10] == "0.002" and cells[12] == "- worse"
+
+
+def test_item3_two_models_wilcoxon_over_datasets_and_friedman_gate(tmp_path):
+    # Two models on 6 datasets, "strong" ahead of "weak" on each by 0.01, 0.02, ..., 0.06:
+    # differences all positive and distinct, T+ = 21, T- = 0, exact two-sided p = 2 / 2^6 =
+    # 0.03125 < 0.05: strong is significantly better across datasets (Demšar 2006, sec. 3.1.3).
+    rows = []
+    for j in range(6):
+        for i in range(3):
+            rows += [{"model": "weak", "dataset": f"D{j}", "case": f"c{i}", "dice": 0.5 + 0.01 * i},
+                     {"model": "strong", "dataset": f"D{j}", "case": f"c{i}", "dice": 0.5 + 0.01 * i + 0.01 * (j + 1)}]
+    root = write_table_results(tmp_path / "two", rows, suite="models: [weak, strong]\n")
+    written = build_report(root, n_resamples=200, overlays=False)
+    page = html.unescape(written["html"].read_text(encoding="utf-8"))
+    d = np.array([0.01 * (j + 1) for j in range(6)])
+    assert sps_wilcoxon(-d).pvalue == pytest.approx(0.03125)
+    assert "T+ = 0.0, T- = 21.0 for weak - strong, p = 0.031" in page
+    assert "strong is significantly better across datasets" in page
+    assert "cd_png" not in written and 'id="cd-diagram"' not in page
+
+    # Three models on three datasets in a Latin square of ranks (a>b>c, b>c>a, c>a>b): every
+    # average rank is 2, Friedman chi2 = 0, p = 1: no post-hoc groups, and the diagram says so.
+    order = {"E0": ("a", "b", "c"), "E1": ("b", "c", "a"), "E2": ("c", "a", "b")}
+    rows = [{"model": m, "dataset": ds, "case": f"c{i}", "dice": 0.9 - 0.1 * order[ds].index(m) + 0.001 * i}
+            for ds in order for m in "abc" for i in range(3)]
+    root = write_table_results(tmp_path / "three", rows, suite="models: [a, b, c]\n")
+    written = build_report(root, n_resamples=200, overlays=False)
+    page = html.unescape(written["html"].read_text(encoding="utf-8"))
+    assert "Friedman chi\u00b2 = 0.00 (df 2), p = 1.000" in page
+    assert "No significant difference overall" in page and "no groups are drawn" in page
+    assert "Nemenyi CD =" not in page and "cd_png" in written
+
+
+def test_item4_hd95_misses_are_penalised(tmp_path):
+    # 12 cases, images of diagonal 100 mm. "careful" finds every structure at HD95 10 mm;
+    # "misser" is at 2 mm on 9 cases and misses the structure on 3 (HD95 = inf).
+    # Finite-only, misser looks better (2.0 vs 10.0), and a paired test that drops the infinite
+    # pairs sees 9 differences of -8: p = 2 / 2^9 = 0.0039, "misser significantly better".
+    # Penalised (miss = 100 mm): misser's mean is (9 * 2 + 3 * 100) / 12 = 26.5 > 10, so careful
+    # ranks first; the 12 differences are nine -8 (tied: rank 5) and three +90 (rank 11):
+    # T- = 45, T+ = 33, far from significant (exact enumeration of 2^12 sign patterns).
+    rows = []
+    for i in range(12):
+        missed = i >= 9
+        rows += [{"model": "careful", "dataset": "D", "case": f"c{i:02d}", "dice": 0.8, "hd95": 10.0,
+                  "diagonal_mm": 100.0},
+                 {"model": "misser", "dataset": "D", "case": f"c{i:02d}", "dice": 0.0 if missed else 0.9,
+                  "hd95": math.inf if missed else 2.0, "diagonal_mm": 100.0}]
+    root = write_table_results(tmp_path / "r", rows, suite="models: [careful, misser]\n")
+    written = build_report(root, metric="hd95", n_resamples=200, overlays=False)
+    board = _rows(written["leaderboard"])
+    assert [r["model"] for r in board] == ["careful", "misser"]
+    assert float(board[1]["hd95_mean"]) == pytest.approx(26.5)
+    assert float(board[1]["hd95_mean_finite"]) == 2.0 and board[1]["hd95_n_inf"] == "3"
+    assert board[1]["n_pairs"] == "12" and board[1]["mark"] == ""
+    # Reference p: all 2^12 sign patterns of the ranks (5 x 9, 11 x 3), T+ as or more extreme.
+    ranks = np.array([5.0] * 9 + [11.0] * 3)
+    signs = (np.arange(4096)[:, None] >> np.arange(12)) & 1
+    t_plus = (signs * ranks).sum(axis=1)
+    expected_p = np.mean(np.abs(t_plus - 39.0) >= abs(33.0 - 39.0))  # 39 = (45 + 33) / 2, the null mean
+    assert float(board[1]["p_wilcoxon"]) == pytest.approx(expected_p)
+    assert expected_p > 0.5
+    markdown = written["markdown"].read_text(encoding="utf-8")
+    assert "26.5 (finite-only 2.0, 3 missed)" in markdown
+    assert "a missed structure counts as the image diagonal in mm" in markdown
+
+
+def test_item5_baseline_is_declared_not_chosen_from_results(tmp_path):
+    # "last" is best on every case, "first" is worst; neither is plain_unet. The baseline is the
+    # suite's declared one, else its first model, never the best-ranked one.
+    rows = [{"model": m, "dataset": "D", "case": f"c{i}", "dice": v + 0.01 * i}
+            for i in range(12) for m, v in (("first", 0.5), ("middle", 0.6), ("last", 0.7))]
+    root = write_table_results(tmp_path / "r", rows, suite="models: [first, middle, last]\n")
+    markdown = build_report(root, n_resamples=200, overlays=False)["markdown"].read_text(encoding="utf-8")
+    assert "against first (the suite's first model (the suite declares no baseline:))" in markdown
+    (root / "suite.yaml").write_text("models: [first, middle, last]\nbaseline: middle\n", encoding="utf-8")
+    markdown = build_report(root, n_resamples=200, overlays=False)["markdown"].read_text(encoding="utf-8")
+    assert "against middle (declared in the suite (baseline:))" in markdown
+    # A declared baseline whose runs all failed gives no paired tests, not another model.
+    (root / "suite.yaml").write_text("models: [first, middle, last]\nbaseline: gone\n", encoding="utf-8")
+    markdown = build_report(root, n_resamples=200, overlays=False)["markdown"].read_text(encoding="utf-8")
+    assert "none: the baseline gone (declared in the suite (baseline:)) has no results" in markdown
+
+
+def test_item7_family_pairs_and_minimum_stated(tmp_path):
+    # Baseline "base" and three models on one dataset; "few" has only 8 cases, each 0.05 above
+    # the baseline (p = 2 / 2^8 = 0.0078 before Holm) but 8 < 10 pairs: not marked, and the
+    # report says why. "up" and "down": 12 cases, every one 0.02 * (i + 1) above / below: exact
+    # p = 2 / 4096 each. Holm over the family of 3 comparisons on D (sorted p: up, down, few):
+    # up 3 * 2/4096, down max(that, 2 * 2/4096), few max(that, 1 * 2/256) = 0.0078.
+    rows = []
+    for i in range(12):
+        rows += [{"model": "base", "dataset": "D", "case": f"c{i:02d}", "dice": 0.5},
+                 {"model": "up", "dataset": "D", "case": f"c{i:02d}", "dice": 0.5 + 0.02 * (i + 1)},
+                 {"model": "down", "dataset": "D", "case": f"c{i:02d}", "dice": 0.5 - 0.02 * (i + 1) - 0.001}]
+        if i < 8:
+            rows.append({"model": "few", "dataset": "D", "case": f"c{i:02d}", "dice": 0.5 + 0.05 + 0.001 * i})
+    root = write_table_results(tmp_path / "r", rows, suite="models: [base, up, down, few]\n")
+    written = build_report(root, n_resamples=200, overlays=False)
+    tests = {r["model"]: r for r in _rows(written["paired_tests"])}
+    assert {m: int(r["family_size"]) for m, r in tests.items()} == {"up": 3, "down": 3, "few": 3}
+    assert float(tests["up"]["p_holm"]) == pytest.approx(3 * 2 / 4096)
+    assert float(tests["down"]["p_holm"]) == pytest.approx(3 * 2 / 4096)
+    assert float(tests["few"]["p_holm"]) == pytest.approx(2 / 256)
+    assert (tests["up"]["mark"], tests["down"]["mark"], tests["few"]["mark"]) == ("+", "-", "")
+    assert tests["few"]["note"] == "too few pairs to mark (8 < 10)"
+    markdown = written["markdown"].read_text(encoding="utf-8")
+    assert "not marked: too few pairs to mark (8 < 10)" in _md_row(markdown, "few")
+    assert "Holm corrects over the family of one dataset's comparisons with the baseline" in markdown
+    assert "significance is marked only with at least 10 pairs, since below 6 pairs" in markdown
+
+
+def test_cli_min_pairs(tmp_path, capsys):
+    # The 12 pairs of item 1 (p = 0.034) are marked with the default minimum of 10 and not with 13.
+    rows = []
+    for i in range(12):
+        base = 0.70 + 0.01 * i
+        rows += [{"model": "plain_unet", "dataset": "D", "case": f"c{i:02d}", "dice": base},
+                 {"model": "model", "dataset": "D", "case": f"c{i:02d}", "dice": base + (-0.375 if i == 11 else 0.01)}]
+    root = write_table_results(tmp_path / "r", rows, suite="models: [plain_unet, model]\n")
+    assert main(["report", str(root), "--no-overlays", "--resamples", "200", "--min-pairs", "13"]) == 0
+    (test,) = _rows(root / "report" / "paired_tests.csv")
+    assert test["mark"] == "" and test["note"] == "too few pairs to mark (12 < 13)"
+    capsys.readouterr()

@@ -364,3 +364,42 @@ def test_anchors_from_suite_and_u_score_by_hand():
         u_score_table(_suite(), anchors=UBENCH_ANCHORS)
     with pytest.raises(ValueError, match="at least 2 models"):
         anchors_from_suite([r for r in _suite() if r["model"] == "M1"])
+
+
+# ------------------------------------------------------------------ verdicts that cannot mislead
+
+def _catastrophe_table() -> list[dict]:
+    """Issue 12, item 1: 'model' beats 'base' on 11 of 12 cases and fails badly on one.
+
+    Differences model - base: +0.010, +0.011, ..., +0.020 (11 cases) and -0.375 (case c11).
+    """
+    rows = []
+    for i in range(12):
+        base = 0.70 + 0.01 * i
+        diff = -0.375 if i == 11 else 0.010 + 0.001 * i
+        rows += [{"model": "base", "dataset": "D", "case": f"c{i:02d}", "dice": base},
+                 {"model": "model", "dataset": "D", "case": f"c{i:02d}", "dice": base + diff}]
+    return rows
+
+
+def test_direction_of_a_significant_difference_comes_from_the_signed_ranks():
+    # Worked by hand. |d| ranks: the 11 small gains get ranks 1..11, the loss of 0.375 rank 12.
+    # T+ = 1 + ... + 11 = 66, T- = 12, T+ + T- = 78: rank-biserial r = (66 - 12) / 78 = +0.692.
+    # Exact two-sided p = 2 * #{subsets of {1..12} with rank sum <= 12} / 2^12. Subsets by sum
+    # (partitions into distinct parts): sum 0..12 -> 1,1,1,2,2,3,4,5,6,8,10,12,15 = 70, so
+    # p = 140 / 4096 = 0.0342 < 0.05 (one comparison: Holm leaves it).
+    # Mean difference = (0.010 + ... + 0.020 - 0.375) / 12 = (11 * 0.015 - 0.375) / 12 = -0.0175;
+    # median: sorted, the 6th and 7th of 12 are 0.014 and 0.015, so +0.0145. The test says "higher on most cases": better.
+    rows = _catastrophe_table()
+    (r,) = paired_tests(rows, "base", "dice", n_resamples=500)
+    d = np.array([0.010 + 0.001 * i for i in range(11)] + [-0.375])
+    assert (r["t_plus"], r["t_minus"]) == (66.0, 12.0)
+    assert r["wilcoxon_statistic"] == 12.0
+    assert r["p"] == pytest.approx(140 / 4096) and r["p"] == pytest.approx(sps.wilcoxon(d).pvalue)
+    assert r["rank_biserial"] == pytest.approx(54 / 78)
+    assert r["mean_diff"] == pytest.approx(-0.0175)
+    assert r["median_diff"] == pytest.approx(0.0145)
+    assert r["direction"] == "higher" and r["significant"] and r["mark"] == "+"
+    # Lower-is-better reads the same signed ranks the other way round.
+    (flipped,) = paired_tests(rows, "base", "dice", higher_is_better=False, n_resamples=200)
+    assert flipped["mark"] == "-"

@@ -15,7 +15,8 @@ They import torch only where they train or profile. The statistics below read a 
 - paired comparisons with a baseline: Wilcoxon signed-rank over cases, Holm-corrected, with
   effect sizes (:func:`paired_tests`, :func:`holm`, :func:`rank_biserial`, :func:`cohens_dz`);
 - across datasets: Friedman test, Iman-Davenport F, Nemenyi critical difference and pairwise
-  p-values (:func:`score_matrix`, :func:`friedman_nemenyi`, :func:`critical_difference`) and
+  p-values (:func:`score_matrix`, :func:`friedman_nemenyi`, :func:`critical_difference`), for
+  two models the Wilcoxon test over datasets (:func:`wilcoxon_over_datasets`), and
   the critical-difference diagram (:func:`cd_diagram`, :func:`cd_groups`);
 - U-Bench's U-Score of accuracy and efficiency (:func:`u_score`, :func:`anchors_from_suite`,
   :data:`UBENCH_ANCHORS`).
@@ -27,6 +28,7 @@ The statistics import no torch.
 from .cd_diagram import cd_diagram, cd_groups
 from .stats import (
     KEY_COLUMNS,
+    MIN_PAIRS,
     bootstrap_ci,
     cohens_dz,
     critical_difference,
@@ -38,6 +40,7 @@ from .stats import (
     rank_biserial,
     score_matrix,
     summarize,
+    wilcoxon_over_datasets,
 )
 from .uscore import (
     UBENCH_ANCHORS,
@@ -50,7 +53,7 @@ from .uscore import (
 
 __all__ = [
     "KEY_COLUMNS", "load_table", "bootstrap_ci", "summarize", "holm", "rank_biserial", "cohens_dz",
-    "paired_tests", "score_matrix", "nemenyi_q_alpha", "critical_difference", "friedman_nemenyi",
-    "cd_groups", "cd_diagram",
+    "paired_tests", "MIN_PAIRS", "score_matrix", "nemenyi_q_alpha", "critical_difference", "friedman_nemenyi",
+    "wilcoxon_over_datasets", "cd_groups", "cd_diagram",
     "UScoreAnchors", "UBENCH_ANCHORS", "u_score", "u_score_components", "anchors_from_suite", "u_score_table",
 ]

@@ -4,7 +4,8 @@ The diagram shows every model at its average rank on one axis (rank 1, the best,
 left), the Nemenyi critical difference (CD) as a bar of that length above the axis, and thick
 horizontal bars under the axis joining groups of models whose average ranks differ by at most
 CD, i.e. models the Nemenyi test does not tell apart at the chosen alpha. Two models not joined
-by any bar differ significantly.
+by any bar differ significantly. The bars are drawn only when the Friedman test rejected; else
+the diagram says "no significant difference overall".
 
 Drawn with matplotlib's object API on an Agg canvas (no global backend switch, no display),
 written atomically as PNG and SVG.
@@ -50,7 +51,7 @@ def cd_groups(avg_ranks: Mapping[str, float], cd: float) -> list[list[str]]:
 
 def cd_diagram(avg_ranks: Mapping[str, float], cd: float, path: str | os.PathLike, *,
                title: str | None = None, width: float = 7.0, formats: Sequence[str] = ("png", "svg"),
-               dpi: int = 200) -> list[Path]:
+               dpi: int = 200, significant: bool = True) -> list[Path]:
     """Draw the critical-difference diagram and write it as ``path`` with each suffix in
     ``formats`` (``results/cd.png`` and ``results/cd.svg`` for ``path="results/cd"``).
 
@@ -62,6 +63,9 @@ def cd_diagram(avg_ranks: Mapping[str, float], cd: float, path: str | os.PathLik
         width: figure width in inches; the height follows the number of models.
         formats: matplotlib formats to write.
         dpi: resolution of raster formats.
+        significant: whether the Friedman / Iman-Davenport test rejected. When it did not, the
+            Nemenyi comparisons must not be read (Demšar 2006): no CD bar and no groups are
+            drawn, and the diagram says "no significant difference overall".
 
     Returns the paths written.
     """
@@ -71,7 +75,9 @@ def cd_diagram(avg_ranks: Mapping[str, float], cd: float, path: str | os.PathLik
         raise ValueError("formats must name at least one file format, e.g. ('png', 'svg')")
     ordered = sorted(avg_ranks.items(), key=lambda item: (item[1], item[0]))
     k = len(ordered)
-    groups = cd_groups(avg_ranks, cd)
+    groups = cd_groups(avg_ranks, cd) if significant else []
+    if not significant:
+        cd = 0.0  # no CD bar: the post-hoc test is not run
     low = 1
     high = max(k, int(-(-max(r for _, r in ordered) // 1)))
 
@@ -83,7 +89,7 @@ def cd_diagram(avg_ranks: Mapping[str, float], cd: float, path: str | os.PathLik
     group_top = 0.35
     labels_top = group_top + group_step * max(len(groups), 1) + 0.35
     bottom = labels_top + label_step * max(n_left, k - n_left) + 0.2
-    top = cd_y - 0.5 if cd > 0 else -0.6
+    top = cd_y - 0.5 if cd > 0 or not significant else -0.6
     if title:
         top -= 0.5
     height = max(2.0, 0.42 * (bottom - top))
@@ -111,6 +117,9 @@ def cd_diagram(avg_ranks: Mapping[str, float], cd: float, path: str | os.PathLik
         for end in (low, low + cd):
             axes.plot([end, end], [cd_y - 0.08, cd_y + 0.08], color="black", linewidth=1.5)
         axes.text(low + cd / 2, cd_y - 0.12, f"CD = {cd:.3f}", ha="center", va="bottom", fontsize=9)
+    if not significant:
+        axes.text((low + high) / 2, cd_y, "no significant difference overall (Friedman / Iman-Davenport)",
+                  ha="center", va="center", fontsize=9, fontstyle="italic")
     if title:
         axes.text((low + high) / 2, top + 0.15, title, ha="center", va="top", fontsize=10, fontweight="bold")
 

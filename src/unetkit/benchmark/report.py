@@ -31,8 +31,16 @@ from scipy.stats import rankdata
 
 from unetkit.utils.atomic import atomic_write_text
 
+from .conventions import apply_hd95_penalty, declared_baseline, empty_reference_counts
 from .report_data import BenchmarkResults, load_results, machine_label, to_float
-from .stats import critical_difference, friedman_nemenyi, paired_tests, score_matrix, summarize
+from .stats import (
+    MIN_PAIRS,
+    friedman_nemenyi,
+    paired_tests,
+    score_matrix,
+    summarize,
+    wilcoxon_over_datasets,
+)
 from .uscore import UBENCH_ANCHORS, anchors_from_suite, u_score_table
 
 #: Metrics where a smaller value is better (distances).
@@ -40,7 +48,6 @@ LOWER_IS_BETTER = frozenset({"hd95", "hd", "assd", "masd"})
 METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "precision": "precision", "recall": "recall",
                  "hd95": "HD95 (mm)", "nsd": "NSD"}
 EFFICIENCY = ("params_m", "gflops", "latency_ms", "fps")
-DEFAULT_BASELINE = "plain_unet"
 ANCHOR_CHOICES = ("suite", "ubench")
 
 
@@ -74,6 +81,9 @@ class Analysis:
     failed: list[dict[str, str]]
     zero_shot: list[dict[str, Any]]
     zero_shot_note: str
+    min_pairs: int = MIN_PAIRS
+    empty_references: dict[str, tuple[int, int]] | None = None
+    conventions: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -112,37 +122,12 @@ def _oriented(value: float, higher_is_better: bool) -> float:
     return -value if higher_is_better else value
 
 
-def _choose_baseline(requested: str | None, models: list[str], summaries: dict[tuple[str, str], dict],
-                     datasets: list[str], higher_is_better: bool) -> tuple[str | None, str]:
-    present = sorted({m for m, _ in summaries})
-    if requested is not None:
-        if requested not in present:
-            raise ValueError(f"baseline {requested!r} has no results in table.csv; models with results: "
-                             f"{', '.join(present) or 'none'}")
-        return requested, "chosen with --baseline"
-    if len(present) < 2:
-        return None, "none (they need at least two models with results)"
-    if DEFAULT_BASELINE in present:
-        return DEFAULT_BASELINE, f"{DEFAULT_BASELINE} is the default baseline"
-    # Otherwise the best average per-dataset rank over the datasets each model ran on.
-    ranks: dict[str, list[float]] = {}
-    for dataset in datasets:
-        entries = [(m, s["mean"]) for (m, d), s in summaries.items() if d == dataset]
-        if not entries:
-            continue
-        keys = [_oriented(mean, higher_is_better) for _, mean in entries]
-        for (model, _), rank in zip(entries, rankdata(keys, method="average")):
-            ranks.setdefault(model, []).append(float(rank))
-    best = min(ranks, key=lambda m: (float(np.mean(ranks[m])), models.index(m)))
-    return best, f"no {DEFAULT_BASELINE} in the results: the model with the best average rank"
-
-
 def _hd95_finite(table: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[float, int]]:
-    """(mean over finite cases, number of infinite cases) of HD95 per (model, dataset): the
-    summary's mean is infinite as soon as one structure is missed, which says little."""
+    """(mean over finite cases, number of infinite cases) of the raw HD95 per (model, dataset),
+    shown beside the penalised mean: how good the found structures are, and how many were missed."""
     values: dict[tuple[str, str], list[float]] = {}
     for row in table:
-        values.setdefault((row["model"], row["dataset"]), []).append(to_float(row.get("hd95")))
+        values.setdefault((row["model"], row["dataset"]), []).append(to_float(row.get("hd95_raw", row.get("hd95"))))
     out = {}
     for key, numbers in values.items():
         array = np.asarray(numbers, dtype=float)
@@ -181,24 +166,29 @@ def _overall(table: list[dict[str, Any]], models: list[str], datasets: list[str]
         return out
     rows = [r for r in table if r["model"] in complete and r["dataset"] in with_results]
     names, columns, matrix = score_matrix(rows, metric)
-    if len(names) >= 3:
-        try:
-            ranks = friedman_nemenyi(matrix, names, columns, higher_is_better=higher_is_better, alpha=alpha)
-        except ValueError as exc:
-            out["reason"] = f"The Friedman test could not be computed: {exc}."
-            return out
-        out.update(ranks)
-        out["friedman"] = True
-    else:
-        # Friedman's test needs 3 models; with 2 the ranks and Nemenyi's CD still place them.
-        oriented = -matrix if higher_is_better else matrix
-        per_dataset = rankdata(oriented, axis=0)
-        out.update(models=names, datasets=columns, k=2, n=len(columns), ranks=per_dataset.tolist(),
-                   average_ranks={m: float(r) for m, r in zip(names, per_dataset.mean(axis=1))},
-                   cd=critical_difference(2, len(columns), alpha), alpha=alpha, friedman=False)
+    try:
+        out.update(_across_datasets(matrix, names, columns, higher_is_better, alpha))
+    except ValueError as exc:
+        out["reason"] = f"The test across datasets could not be computed: {exc}."
+        return out
     out["scores"] = matrix.tolist()
     out["available"] = True
     return out
+
+
+def _across_datasets(matrix: np.ndarray, names: list[str], columns: list[str], higher_is_better: bool,
+                     alpha: float) -> dict[str, Any]:
+    """Demšar (2006): two models get the Wilcoxon signed-rank test over datasets; three or more
+    get Friedman with Iman-Davenport, and Nemenyi's groups only when that rejects."""
+    oriented = -matrix if higher_is_better else matrix
+    per_dataset = rankdata(oriented, axis=0)
+    if len(names) == 2:
+        test = wilcoxon_over_datasets(matrix, names, columns, higher_is_better=higher_is_better, alpha=alpha)
+        return {"models": names, "datasets": columns, "k": 2, "n": len(columns), "ranks": per_dataset.tolist(),
+                "average_ranks": {m: float(r) for m, r in zip(names, per_dataset.mean(axis=1))},
+                "alpha": alpha, "test": "wilcoxon", "wilcoxon": test, "friedman": False, "rejects": test["significant"]}
+    ranks = friedman_nemenyi(matrix, names, columns, higher_is_better=higher_is_better, alpha=alpha)
+    return {**ranks, "test": "friedman", "friedman": True}
 
 
 def _uscore(results: BenchmarkResults, models: list[str], anchors: str) -> tuple[list[dict[str, Any]], str]:
@@ -229,15 +219,15 @@ def _uscore(results: BenchmarkResults, models: list[str], anchors: str) -> tuple
         return [], f"No U-Score: {exc}"
 
 
-def _zero_shot(results: BenchmarkResults, metric: str, summaries: dict[tuple[str, str], dict[str, Any]],
+def _zero_shot(zero_rows: list[dict[str, Any]] | None, metric: str, summaries: dict[tuple[str, str], dict[str, Any]],
                **bootstrap: Any) -> tuple[list[dict[str, Any]], str]:
-    if results.zero_shot is None:
+    if zero_rows is None:
         return [], "zero_shot.csv is absent: no zero-shot transfer in these results."
-    if not results.zero_shot:
+    if not zero_rows:
         return [], "The suite has no zero-shot pairs (zero_shot.csv has no rows)."
     # One model may be trained on several sources and tested on one target: key by both.
     keyed, origin = [], {}
-    for row in results.zero_shot:
+    for row in zero_rows:
         source = row.get("source_dataset") or "?"
         key = f"{row['model']} \u2190 {source}"
         origin[key] = (row["model"], source)
@@ -279,13 +269,18 @@ def _leaderboard(analysis: Analysis, hd95: dict[tuple[str, str], tuple[float, in
                     row[f"{other}_mean"] = analysis.summaries[other][(model, dataset)]["mean"]
             if "hd95" in analysis.summaries:
                 finite_mean, n_inf = hd95[(model, dataset)]
-                row.update(hd95_mean_finite=finite_mean, hd95_median=analysis.summaries["hd95"][(model, dataset)]["median"],
-                           hd95_n_inf=n_inf)
+                hd95_summary = analysis.summaries["hd95"][(model, dataset)]
+                row.update(hd95_mean=hd95_summary["mean"], hd95_mean_finite=finite_mean,
+                           hd95_median=hd95_summary["median"], hd95_n_inf=n_inf)
+            if analysis.empty_references is not None:
+                row["n_empty_reference"] = analysis.empty_references.get(dataset, (0, 0))[0]
             test = tests.get((dataset, model))
             if test is not None:
                 row.update(delta_mean=test["mean_diff"], delta_ci_low=test["ci_low"], delta_ci_high=test["ci_high"],
-                           n_pairs=test["n_pairs"], p_wilcoxon=test["p"], p_holm=test["p_holm"],
-                           rank_biserial=test["rank_biserial"], cohens_dz=test["cohens_dz"], mark=test["mark"])
+                           delta_median=test["median_diff"], n_pairs=test["n_pairs"], p_wilcoxon=test["p"],
+                           p_holm=test["p_holm"], holm_family_size=test["family_size"],
+                           rank_biserial=test["rank_biserial"], cohens_dz=test["cohens_dz"], mark=test["mark"],
+                           test_note=test["note"])
             elif model == analysis.baseline:
                 row["mark"] = "baseline"
             row.update({c: analysis.efficiency.get((model, dataset), {}).get(c, math.nan) for c in EFFICIENCY})
@@ -299,39 +294,63 @@ def _leaderboard(analysis: Analysis, hd95: dict[tuple[str, str], tuple[float, in
     return board
 
 
+def _failed_runs(results: BenchmarkResults, summaries: dict[tuple[str, str], Any]) -> list[dict[str, str]]:
+    failed = [r for r in results.runs if r.get("status") != "done"]
+    # A run marked done whose cases never reached table.csv would vanish silently: list it too.
+    for run in results.runs:
+        if (run.get("status") == "done" and run.get("kind", "in_domain") != "zero_shot"
+                and (run["model"], run["dataset"]) not in summaries):
+            failed.append({**run, "status": "done, no cases", "error": "no rows in table.csv for this run"})
+    return failed
+
+
+def _empty_reference_statement(counts: dict[str, tuple[int, int]] | None) -> str:
+    if counts is None:
+        return ("table.csv has no n_empty_reference column (made before empty references were scored): cases "
+                "where reference and prediction are both empty are NaN there and left out of means and paired "
+                "tests, so false positives on empty cases never count. Run `unetkit bench` on the same folder "
+                "again to rebuild the tables (finished runs are not repeated).")
+    listed = ", ".join(f"{d} {n} of {total}" for d, (n, total) in counts.items())
+    return ("Empty references are scored (MONAI's DiceMetric with ignore_empty=False): a case whose reference "
+            "and prediction are both empty counts as Dice 1 (HD95 0), a prediction on an empty reference as Dice "
+            "0, so false positives on empty cases count in means, ranks and paired tests. (unetkit evaluate's "
+            f"summary.json keeps nnU-Net's NaN.) Cases with an empty reference: {listed}.")
+
+
 def analyze(results: BenchmarkResults, baseline: str | None = None, metric: str = "dice", *, alpha: float = 0.05,
-            confidence: float = 0.95, n_resamples: int = 10000, seed: int = 0, anchors: str = "suite") -> Analysis:
+            confidence: float = 0.95, n_resamples: int = 10000, seed: int = 0, anchors: str = "suite",
+            min_pairs: int = MIN_PAIRS) -> Analysis:
     """Compute everything the report shows (see :func:`build_report` for the arguments)."""
     if anchors not in ANCHOR_CHOICES:
         raise ValueError(f"anchors must be one of {ANCHOR_CHOICES}, got {anchors!r}")
     higher = metric not in LOWER_IS_BETTER
     models, datasets = _ordered_names(results)
     bootstrap = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
+    table, conventions = apply_hd95_penalty(results.table, results.datasets)
+    zero_rows = apply_hd95_penalty(results.zero_shot, results.datasets)[0] if results.zero_shot else results.zero_shot
     summaries = {}
     for column in dict.fromkeys([metric, "iou", "hd95", "nsd"]):
         if column in results.columns:
-            summaries[column] = {(e["model"], e["dataset"]): e for e in summarize(results.table, column, **bootstrap)}
-    chosen, reason = _choose_baseline(baseline, models, summaries[metric], datasets, higher)
+            summaries[column] = {(e["model"], e["dataset"]): e for e in summarize(table, column, **bootstrap)}
+    present = sorted({m for m, _ in summaries[metric]})
+    chosen, reason = declared_baseline(results, baseline, present, models)
     tests = []
     if chosen is not None:
-        tests = paired_tests(results.table, chosen, metric, higher_is_better=higher, alpha=alpha, **bootstrap)
+        tests = paired_tests(table, chosen, metric, higher_is_better=higher, alpha=alpha, min_pairs=min_pairs,
+                             **bootstrap)
     uscore, uscore_note = _uscore(results, models, anchors)
-    failed = [r for r in results.runs if r.get("status") != "done"]
-    # A run marked done whose cases never reached table.csv would vanish silently: list it too.
-    for run in results.runs:
-        if (run.get("status") == "done" and run.get("kind", "in_domain") != "zero_shot"
-                and (run["model"], run["dataset"]) not in summaries[metric]):
-            failed.append({**run, "status": "done, no cases", "error": "no rows in table.csv for this run"})
-    zero_shot, zero_note = _zero_shot(results, metric, summaries[metric], **bootstrap)
+    zero_shot, zero_note = _zero_shot(zero_rows, metric, summaries[metric], **bootstrap)
+    empty = empty_reference_counts(results.table, results.columns)
     analysis = Analysis(results=results, metric=metric, higher_is_better=higher, alpha=alpha, confidence=confidence,
                         n_resamples=n_resamples, seed=seed, models=models, datasets=datasets,
                         machine=machine_label(results.metadata), summaries=summaries,
                         efficiency=_efficiency(results.table), baseline=chosen, baseline_reason=reason, tests=tests,
-                        leaderboard={}, overall=_overall(results.table, models, datasets, summaries[metric], metric,
-                                                         higher, alpha),
-                        uscore=uscore, uscore_note=uscore_note, failed=failed, zero_shot=zero_shot,
-                        zero_shot_note=zero_note, notes=list(results.notes))
-    analysis.leaderboard = _leaderboard(analysis, _hd95_finite(results.table) if "hd95" in summaries else {})
+                        leaderboard={}, overall=_overall(table, models, datasets, summaries[metric], metric, higher,
+                                                         alpha),
+                        uscore=uscore, uscore_note=uscore_note, failed=_failed_runs(results, summaries[metric]),
+                        zero_shot=zero_shot, zero_shot_note=zero_note, min_pairs=min_pairs, empty_references=empty,
+                        conventions=[_empty_reference_statement(empty), *conventions], notes=list(results.notes))
+    analysis.leaderboard = _leaderboard(analysis, _hd95_finite(table) if "hd95" in summaries else {})
     return analysis
 
 
@@ -359,21 +378,22 @@ def _csv_cell(value: Any) -> Any:
 
 def build_report(results_dir: str | Path, output: str | Path | None = None, baseline: str | None = None,
                  metric: str = "dice", *, alpha: float = 0.05, confidence: float = 0.95, n_resamples: int = 10000,
-                 seed: int = 0, anchors: str = "suite", overlays: bool = True,
+                 seed: int = 0, anchors: str = "suite", overlays: bool = True, min_pairs: int = MIN_PAIRS,
                  log: Callable[[str], None] | None = None) -> dict[str, Path]:
     """Write the report of a results folder and return ``{kind: path}`` of the files written.
 
     Args:
         results_dir: the folder ``unetkit bench`` wrote (docs/benchmark_results.md).
         output: report folder (default ``RESULTS/report``).
-        baseline: model the others are compared with (default ``plain_unet`` when present,
-            else the model with the best average rank).
+        baseline: model the others are compared with (default: the suite's ``baseline:``, else
+            its first model; never chosen from the results).
         metric: table.csv column ranked and tested (``dice``; ``hd95`` ranks lower first).
         alpha: significance level of the Holm-adjusted tests and of Nemenyi's CD.
         confidence, n_resamples, seed: the bootstrap intervals (percentile method).
         anchors: U-Score anchors, ``"suite"`` (percentiles over these models) or ``"ubench"``
             (U-Bench's published constants; only for its datasets).
         overlays: draw the best/worst example overlays (reads image files).
+        min_pairs: fewest paired cases for a significance mark (``stats.MIN_PAIRS``).
 
     Raises:
         DataError: a required file is missing or malformed (the message names it).
@@ -385,16 +405,21 @@ def build_report(results_dir: str | Path, output: str | Path | None = None, base
     say = log or (lambda message: None)
     results = load_results(results_dir, metric)
     analysis = analyze(results, baseline, metric, alpha=alpha, confidence=confidence, n_resamples=n_resamples,
-                       seed=seed, anchors=anchors)
+                       seed=seed, anchors=anchors, min_pairs=min_pairs)
     out = Path(output) if output is not None else results.root / "report"
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    if analysis.overall["available"]:
-        overall = analysis.overall
+    overall = analysis.overall
+    if overall["available"] and overall["test"] == "friedman":
+        # Nemenyi's groups only when Friedman / Iman-Davenport rejects (Demšar 2006, sec. 3.2.2).
         title = (f"{metric_label(metric)}: {overall['k']} models, {overall['n']} datasets, "
                  f"alpha = {alpha:g}")
-        for path in cd_diagram(overall["average_ranks"], overall["cd"], out / f"cd_{metric}", title=title, dpi=120):
+        for path in cd_diagram(overall["average_ranks"], overall["cd"], out / f"cd_{metric}", title=title, dpi=120,
+                               significant=overall["rejects"]):
             written[f"cd_{path.suffix.lstrip('.')}"] = path
+    else:
+        for stale in (out / f"cd_{metric}.png", out / f"cd_{metric}.svg"):
+            stale.unlink(missing_ok=True)  # a diagram of an earlier report would no longer match
     say("drawing figures")
     figures = report_figures(analysis, written.get("cd_png"), overlays=overlays)
 

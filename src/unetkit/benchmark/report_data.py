@@ -20,7 +20,8 @@ from unetkit.data.errors import DataError
 from .stats import load_table
 
 #: Numeric columns of table.csv / zero_shot.csv the report reads when present.
-NUMERIC_COLUMNS = ("dice", "iou", "precision", "recall", "hd95", "nsd", "params_m", "gflops", "latency_ms", "fps")
+NUMERIC_COLUMNS = ("dice", "iou", "precision", "recall", "hd95", "nsd", "n_labels", "n_empty_reference",
+                   "diagonal_mm", "params_m", "gflops", "latency_ms", "fps")
 RUNS_REQUIRED = ("run_id", "model", "dataset", "status")
 
 

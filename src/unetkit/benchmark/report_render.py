@@ -73,13 +73,38 @@ def fmt_cost(value: Any) -> str:
 
 
 def _hd95_text(row: dict[str, Any]) -> str:
-    text = fmt(row.get("hd95_mean_finite"), 1)
+    """Mean HD95 with misses at their penalty; with misses, the finite-only mean and their count."""
+    text = fmt(row.get("hd95_mean", row.get("hd95_mean_finite")), 1)
     missed = row.get("hd95_n_inf") or 0
-    return text + (f" (+{missed} missed)" if missed else "")
+    return text + (f" (finite-only {fmt(row.get('hd95_mean_finite'), 1)}, {missed} missed)" if missed else "")
 
 
-def _mark_text(mark: str) -> str:
+def _mark_text(mark: str, note: str = "") -> str:
+    if mark == "" and note:
+        return f"not marked: {note}"
     return {"+": "+ better", "-": "- worse", "baseline": "baseline"}.get(mark, "n.s." if mark == "" else "")
+
+
+def _empty_line(analysis: Analysis, dataset: str) -> str:
+    """How many test cases of a dataset have an empty reference, and how they are scored."""
+    if analysis.empty_references is None:
+        return "Cases with an empty reference: unknown (table.csv predates the column; see Conventions)."
+    empty, total = analysis.empty_references.get(dataset, (0, 0))
+    return (f"{empty} of {total} test cases have an empty reference (for at least one label); both empty "
+            "scores 1, a prediction there scores 0.")
+
+
+def _paired_sentence(analysis: Analysis) -> str:
+    """Which test, which Holm family, the minimum of pairs and why: stated once per report."""
+    if not analysis.baseline:
+        return analysis.baseline_reason
+    return (f"against {analysis.baseline} ({analysis.baseline_reason}): two-sided Wilcoxon signed-rank over the "
+            f"cases both have; Holm corrects over the family of one dataset's comparisons with the baseline "
+            f"(m = models - 1, shown per row), alpha = {analysis.alpha:g}; the verdict's direction is the side "
+            f"the signed ranks lean to (rank-biserial r), which is what the test tested, so it can differ from "
+            f"the sign of the mean difference when one case dominates the mean; significance is marked only "
+            f"with at least {analysis.min_pairs} pairs, since below 6 pairs the exact test cannot reach "
+            f"p < 0.05 and below {analysis.min_pairs} one case decides the verdict")
 
 
 # ---------------------------------------------------------------------------- figures
@@ -255,8 +280,9 @@ def _leaderboard_html(analysis: Analysis, dataset: str) -> str:
     if not rows:
         return '<p class="absent">No runs on this dataset.</p>'
     headers = ["rank", "model", f"{label} [{analysis.confidence:.0%} CI]", "IoU", "HD95 (mm)", "NSD", "n",
-               f"\u0394 {label} vs {analysis.baseline or 'baseline'} [CI]", "p (Holm)", "r (rank-biserial)",
-               "d_z", "vs baseline", "params (M)", "GFLOPs", "latency (ms)", "U-Score"]
+               f"\u0394 {label} vs {analysis.baseline or 'baseline'}: mean [CI]", "\u0394 median", "pairs",
+               "p (Holm)", "r (rank-biserial)", "d_z", "vs baseline", "params (M)", "GFLOPs", "latency (ms)",
+               "U-Score"]
     body = []
     for row in rows:
         if row["status"] != "done":
@@ -275,19 +301,23 @@ def _leaderboard_html(analysis: Analysis, dataset: str) -> str:
                  row[f"{metric}_mean"]),
             _num(fmt(row.get("iou_mean", row.get(f"{metric}_mean") if metric == "iou" else math.nan)),
                  row.get("iou_mean")),
-            _num(_hd95_text(row), row.get("hd95_mean_finite"),
-                 "mean over cases with a finite HD95; 'missed' counts cases where a structure was missed "
-                 "(HD95 = infinity)"),
+            _num(_hd95_text(row), row.get("hd95_mean", row.get("hd95_mean_finite")),
+                 "mean HD95 with a missed structure counted at the declared penalty (see Conventions); "
+                 "finite-only: the mean over cases where the structure was found; missed: their number"),
             _num(fmt(row.get("nsd_mean", row.get(f"{metric}_mean") if metric == "nsd" else math.nan)),
                  row.get("nsd_mean")),
             _num(n_text, row["n"], "cases with a finite value (+ left out as undefined / infinite)"),
             _num(fmt_ci(row.get("delta_mean"), row.get("delta_ci_low"), row.get("delta_ci_high"), signed=True)
                  if "delta_mean" in row else "", row.get("delta_mean")),
+            _num(fmt_signed(row.get("delta_median")) if "delta_median" in row else "", row.get("delta_median")),
+            _num(str(row["n_pairs"]) if "n_pairs" in row else "", row.get("n_pairs"),
+                 "cases where both the model and the baseline have a finite value"),
             _num(fmt_p(row.get("p_holm")) if "p_holm" in row else "", row.get("p_holm"),
-                 f"Wilcoxon signed-rank p {fmt_p(row.get('p_wilcoxon'))}, Holm-adjusted over this dataset"),
+                 f"Wilcoxon signed-rank p {fmt_p(row.get('p_wilcoxon'))}, Holm-adjusted over the "
+                 f"{row.get('holm_family_size', '?')} comparisons with the baseline on this dataset"),
             _num(fmt(row.get("rank_biserial"), 2) if "rank_biserial" in row else "", row.get("rank_biserial")),
             _num(fmt(row.get("cohens_dz"), 2) if "cohens_dz" in row else "", row.get("cohens_dz")),
-            f'<td class="{mark_css}">{_e(_mark_text(mark) if "p_holm" in row or mark else "")}</td>',
+            f'<td class="{mark_css}">{_e(_mark_text(mark, row.get("test_note", "")) if "p_holm" in row or mark else "")}</td>',
             _num(fmt_cost(row.get("params_m")), row.get("params_m")),
             _num(fmt_cost(row.get("gflops")), row.get("gflops")),
             _num(fmt_cost(row.get("latency_ms")), row.get("latency_ms")),
@@ -323,10 +353,12 @@ def _overall_html(analysis: Analysis, figures: dict[str, Any]) -> str:
         parts.append(f"<p>{_e(_friedman_sentence(analysis))}</p>")
         if figures.get("cd") is not None:
             parts.append(_img(figures["cd"], f"critical-difference diagram of {label} ranks", "cd-diagram"))
-            parts.append('<p class="note">Rank 1 (best) is on the left. Models joined by a thick red bar are '
-                         "within the critical difference CD of each other: the Nemenyi test cannot tell them "
-                         "apart. Models sharing no bar differ significantly. The diagram says nothing about how "
-                         "large the differences are; read it with the leaderboards.</p>")
+            parts.append('<p class="note">Rank 1 (best) is on the left. ' + (
+                "Models joined by a thick red bar are within the critical difference CD of each other: the "
+                "Nemenyi test cannot tell them apart. Models sharing no bar differ significantly. "
+                if overall["rejects"] else "The Friedman test did not reject, so no groups are drawn. ")
+                + "The diagram says nothing about how large the differences are; read it with the "
+                "leaderboards.</p>")
     if overall["excluded"]:
         listed = "; ".join(f"{model} ({why})" for model, why in overall["excluded"].items())
         parts.append(f'<p class="note">Not ranked across datasets, since Friedman\'s test needs every model on '
@@ -336,23 +368,33 @@ def _overall_html(analysis: Analysis, figures: dict[str, Any]) -> str:
 
 def _friedman_sentence(analysis: Analysis) -> str:
     overall = analysis.overall
-    if not overall.get("friedman"):
-        return (f"Friedman's test needs at least 3 models; with {overall['k']} the average ranks over "
-                f"{overall['n']} datasets and Nemenyi's critical difference CD = {overall['cd']:.3f} "
-                f"(alpha = {analysis.alpha:g}) are shown. Compare two models with the paired tests per dataset.")
-    rejects = overall["iman_davenport_p"] < analysis.alpha
+    if overall["test"] == "wilcoxon":
+        test = overall["wilcoxon"]
+        first, second = test["models"]
+        text = (f"Two models: Wilcoxon signed-rank test over the {test['n']} datasets on their mean scores "
+                f"(Demšar 2006; no Friedman test or critical difference for two models): T+ = {fmt(test['t_plus'], 1)}"
+                f", T- = {fmt(test['t_minus'], 1)} for {first} - {second}, {p_equals(test['p'])}, alpha = "
+                f"{analysis.alpha:g}. ")
+        if test["significant"]:
+            text += f"{test['better']} is significantly better across datasets."
+        else:
+            text += "No significant difference across datasets."
+        if test["n"] < 6:
+            text += f" With {test['n']} datasets p cannot fall below {2 / 2 ** test['n']:.3g}."
+        return text
     text = (f"Friedman chi\u00b2 = {overall['friedman_chi2']:.2f} (df {overall['df_friedman']}), "
             f"{p_equals(overall['friedman_p'])}; Iman-Davenport F = {fmt(overall['iman_davenport_f'], 2)} "
             f"(df {overall['df_iman_davenport'][0]}, {overall['df_iman_davenport'][1]}), "
-            f"{p_equals(overall['iman_davenport_p'])}; Nemenyi CD = {overall['cd']:.3f} "
-            f"(k = {overall['k']} models, N = {overall['n']} datasets, alpha = {analysis.alpha:g}). ")
-    if rejects:
-        text += "The average ranks differ more than chance explains; the diagram shows which pairs differ."
+            f"{p_equals(overall['iman_davenport_p'])} (k = {overall['k']} models, N = {overall['n']} datasets, "
+            f"alpha = {analysis.alpha:g}). ")
+    if overall["rejects"]:
+        text += (f"The average ranks differ more than chance explains, so Nemenyi's post-hoc test applies: "
+                 f"Nemenyi CD = {overall['cd']:.3f}; the diagram shows which pairs differ.")
     else:
-        text += ("The average ranks do not differ significantly (Iman-Davenport p >= alpha): the Nemenyi "
-                 "comparisons below should not be read as differences.")
+        text += ("No significant difference overall (Iman-Davenport p >= alpha): no post-hoc groups are drawn, "
+                 "since Nemenyi's comparisons may only be read after the Friedman test rejects.")
     if overall["n"] < 5:
-        text += f" With {overall['n']} datasets the test has little power and CD is large."
+        text += f" With {overall['n']} datasets the test has little power."
     return text
 
 
@@ -435,9 +477,8 @@ def _meta_html(analysis: Analysis) -> str:
                           f"({'higher' if analysis.higher_is_better else 'lower'} is better)"),
             ("intervals", f"{analysis.confidence:.0%} percentile bootstrap over cases, "
                           f"{analysis.n_resamples} resamples, seed {analysis.seed}"),
-            ("paired tests", (f"against {analysis.baseline} ({analysis.baseline_reason}): Wilcoxon signed-rank "
-                              f"over cases, Holm-adjusted per dataset, alpha = {analysis.alpha:g}")
-                             if analysis.baseline else analysis.baseline_reason)]
+            ("paired tests", _paired_sentence(analysis)),
+            *(("convention", text) for text in analysis.conventions)]
     return ('<table class="meta plain">' + "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in rows)
             + "</table>")
 
@@ -464,16 +505,19 @@ def render_html(analysis: Analysis, figures: dict[str, Any]) -> str:
 
     out.append('<h2 id="leaderboards">Leaderboards per dataset</h2>')
     out.append(f'<p class="note">Sorted by mean {_e(label)}; click a column header to sort. '
-               f"\u0394 is the mean paired difference to the baseline over the cases both have, with its "
-               f"bootstrap interval; p is the Wilcoxon signed-rank test, Holm-adjusted over the models of the "
-               f"dataset; r is the matched-pairs rank-biserial correlation (|r| 0.1 small, 0.3 medium, 0.5 large) "
-               f"and d_z the mean difference over the standard deviation of the differences; + / - mark a "
-               f"significant improvement / deterioration, n.s. no significant difference. Params, GFLOPs (2 per "
+               f"\u0394 is the paired difference to the baseline over the cases both have (pairs): its mean with "
+               f"the bootstrap interval, and its median; p is the Wilcoxon signed-rank test, Holm-adjusted over "
+               f"the models compared with the baseline on the dataset; r is the matched-pairs rank-biserial "
+               f"correlation (|r| 0.1 small, 0.3 medium, 0.5 large) and d_z the mean difference over the "
+               f"standard deviation of the differences; + / - mark a significant improvement / deterioration in "
+               f"the direction of the signed ranks (the sign of r), n.s. no significant difference; fewer than "
+               f"{analysis.min_pairs} pairs are not marked. Params, GFLOPs (2 per "
                f"multiply-add, one patch) and latency (median forward time of one patch, batch 1) are those of "
                f"the network as trained on the dataset; latency measured on {_e(analysis.machine)}. "
                f"{_e(analysis.uscore_note)}</p>")
     for dataset in analysis.datasets:
         out.append(f"<h3>{_e(dataset)}</h3>")
+        out.append(f'<p class="note">{_e(_empty_line(analysis, dataset))}</p>')
         out.append(_leaderboard_html(analysis, dataset))
 
     out.append('<h2 id="pareto">Accuracy vs cost</h2>')
@@ -532,6 +576,36 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _md_leaderboard(analysis: Analysis, dataset: str) -> str:
+    """One dataset's leaderboard as a Markdown table."""
+    metric = analysis.metric
+    rows = []
+    for row in analysis.leaderboard[dataset]:
+        if row["status"] != "done":
+            rows.append(["", row["model"], f"**{row['status']}**: {row.get('error', '')}"] + [""] * 12)
+            continue
+        rows.append([str(row["rank"]), row["model"],
+                     fmt_ci(row[f"{metric}_mean"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]),
+                     fmt(row.get("iou_mean")), _hd95_text(row), fmt(row.get("nsd_mean")), str(row["n"]),
+                     fmt_ci(row.get("delta_mean"), row.get("delta_ci_low"), row.get("delta_ci_high"), signed=True)
+                     if "delta_mean" in row else "",
+                     fmt_signed(row.get("delta_median")) if "delta_median" in row else "",
+                     str(row["n_pairs"]) if "n_pairs" in row else "",
+                     fmt_p(row.get("p_holm")) if "p_holm" in row else "",
+                     (f"r {fmt(row.get('rank_biserial'), 2)}, d_z {fmt(row.get('cohens_dz'), 2)}"
+                      if "rank_biserial" in row else ""),
+                     _mark_text(row.get("mark", ""), row.get("test_note", ""))
+                     if "p_holm" in row or row.get("mark") else "",
+                     f"{fmt_cost(row.get('params_m'))} M / {fmt_cost(row.get('gflops'))} GFLOPs / "
+                     f"{fmt_cost(row.get('latency_ms'))} ms",
+                     fmt(row.get("u_score"))])
+    if not rows:
+        return "No runs on this dataset."
+    return _md_table(["rank", "model", f"{metric_label(metric)} [CI]", "IoU", "HD95 mm", "NSD", "n",
+                      f"\u0394 vs {analysis.baseline or 'baseline'}: mean [CI]", "\u0394 median", "pairs",
+                      "p (Holm)", "effect size", "vs baseline", "params / GFLOPs / latency", "U-Score"], rows)
+
+
 def render_markdown(analysis: Analysis) -> str:
     """Leaderboards, paired tests, ranks, zero-shot and failed runs as Markdown."""
     metric = analysis.metric
@@ -542,9 +616,8 @@ def render_markdown(analysis: Analysis) -> str:
            f"- efficiency measured on {analysis.machine}; latency = median forward time of one patch, batch 1",
            f"- ranked by mean {label}; {analysis.confidence:.0%} percentile bootstrap intervals over cases "
            f"({analysis.n_resamples} resamples, seed {analysis.seed})",
-           "- paired tests: " + (f"against **{analysis.baseline}** ({analysis.baseline_reason}), Wilcoxon signed-rank, "
-                                 f"Holm-adjusted per dataset, alpha = {analysis.alpha:g}"
-                                 if analysis.baseline else analysis.baseline_reason),
+           "- paired tests: " + _paired_sentence(analysis),
+           *(f"- convention: {text}" for text in analysis.conventions),
            f"- {analysis.uscore_note}", ""]
     out += [f"> {note}" for note in analysis.notes]
 
@@ -558,7 +631,8 @@ def render_markdown(analysis: Analysis) -> str:
                              [[models[i], fmt(overall["average_ranks"][models[i]], 2),
                                *[fmt(r, 1) for r in ranks[i]]] for i in order]))
         out += ["", _friedman_sentence(analysis), ""]
-        out += [f"Critical-difference diagram: `cd_{metric}.png` / `cd_{metric}.svg` beside this file.", ""]
+        if overall["test"] == "friedman":
+            out += [f"Critical-difference diagram: `cd_{metric}.png` / `cd_{metric}.svg` beside this file.", ""]
     else:
         out += [overall["reason"], ""]
     if overall["excluded"]:
@@ -566,31 +640,7 @@ def render_markdown(analysis: Analysis) -> str:
                 + "; ".join(f"{model} ({why})" for model, why in overall["excluded"].items()), ""]
 
     for dataset in analysis.datasets:
-        out += [f"## {dataset}", ""]
-        rows = []
-        for row in analysis.leaderboard[dataset]:
-            if row["status"] != "done":
-                rows.append(["", row["model"], f"**{row['status']}**: {row.get('error', '')}"] + [""] * 10)
-                continue
-            rows.append([str(row["rank"]), row["model"],
-                         fmt_ci(row[f"{metric}_mean"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]),
-                         fmt(row.get("iou_mean")), _hd95_text(row), fmt(row.get("nsd_mean")), str(row["n"]),
-                         fmt_ci(row.get("delta_mean"), row.get("delta_ci_low"), row.get("delta_ci_high"), signed=True)
-                         if "delta_mean" in row else "",
-                         fmt_p(row.get("p_holm")) if "p_holm" in row else "",
-                         (f"r {fmt(row.get('rank_biserial'), 2)}, d_z {fmt(row.get('cohens_dz'), 2)}"
-                          if "rank_biserial" in row else ""),
-                         _mark_text(row.get("mark", "")) if "p_holm" in row or row.get("mark") else "",
-                         f"{fmt_cost(row.get('params_m'))} M / {fmt_cost(row.get('gflops'))} GFLOPs / "
-                         f"{fmt_cost(row.get('latency_ms'))} ms",
-                         fmt(row.get("u_score"))])
-        if rows:
-            out.append(_md_table(["rank", "model", f"{label} [CI]", "IoU", "HD95 mm", "NSD", "n",
-                                  f"\u0394 vs {analysis.baseline or 'baseline'} [CI]", "p (Holm)", "effect size",
-                                  "vs baseline", "params / GFLOPs / latency", "U-Score"], rows))
-        else:
-            out.append("No runs on this dataset.")
-        out.append("")
+        out += [f"## {dataset}", "", _empty_line(analysis, dataset), "", _md_leaderboard(analysis, dataset), ""]
 
     out += ["## Zero-shot transfer", ""]
     if analysis.zero_shot:

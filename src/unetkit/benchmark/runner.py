@@ -42,7 +42,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from unetkit.benchmark.suite import DatasetSpec, ModelSpec, Suite, SuiteError, load_suite, validate_models
+from unetkit.benchmark.suite import (
+    DatasetSpec,
+    ModelSpec,
+    Suite,
+    SuiteError,
+    check_zero_shot_labels,
+    load_suite,
+    validate_models,
+)
 from unetkit.benchmark.tables import rebuild_tables
 from unetkit.benchmark.worker import cpu_name, now_iso
 from unetkit.utils.atomic import atomic_write_json, atomic_write_text, read_json
@@ -584,6 +592,7 @@ def run_benchmark(suite_path: str | Path, output: str | Path, *, backend: str = 
     """
     suite = load_suite(suite_path, raw_root)
     validate_models(suite)
+    check_zero_shot_labels(suite)
     if backend not in ("local", "ray"):
         raise ValueError(f"backend must be local or ray, found {backend!r}")
     results = Path(output).resolve()
@@ -594,7 +603,8 @@ def run_benchmark(suite_path: str | Path, output: str | Path, *, backend: str = 
         log(f"note: {suite_copy} differs from {suite.path}; finished runs whose settings changed are reported "
             "below and kept (use a new --output to start afresh)")
     atomic_write_text(suite_copy, suite.text)
-    meta = {**machine_metadata(), "suite": suite.name, "suite_file": str(suite.path), "backend": backend,
+    meta = {**machine_metadata(), "suite": suite.name, "suite_file": str(suite.path), "baseline": suite.baseline,
+            "backend": backend,
             "started_at": now_iso(), "finished_at": None, "command": command or " ".join(sys.argv)}
     atomic_write_json(results / "metadata.json", meta)
 

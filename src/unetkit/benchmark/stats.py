@@ -54,6 +54,11 @@ from scipy.special import ndtr, ndtri
 KEY_COLUMNS = ("model", "dataset", "case")
 BOOTSTRAP_METHODS = ("percentile", "BCa")
 ZERO_METHODS = ("wilcox", "pratt", "zsplit")
+#: Fewest paired cases for which a paired test may be marked significant. Below 6 pairs the exact
+#: two-sided signed-rank test cannot reach p < 0.05 at all (its smallest p is 2 / 2^n); from 6 to 9
+#: pairs only (nearly) unanimous signs reach it, so one case decides the verdict, and a percentile
+#: bootstrap interval of a mean over so few cases is too narrow. docs/benchmark_statistics.md.
+MIN_PAIRS = 10
 # Resample-index blocks above this many elements are drawn in chunks to bound memory; below it
 # the indices are exactly those scipy.stats.bootstrap draws for the same seed.
 _MAX_BLOCK = 1 << 24
@@ -348,7 +353,7 @@ def _wilcoxon(d: np.ndarray, zero_method: str, seed: int) -> tuple[float, float,
 def paired_tests(table: Table | str | os.PathLike, baseline: str, metric: str, *, higher_is_better: bool = True,
                  alpha: float = 0.05, family: str = "dataset", zero_method: str = "wilcox",
                  n_resamples: int = 10000, confidence: float = 0.95, seed: int = 0,
-                 method: str = "percentile") -> list[dict[str, Any]]:
+                 method: str = "percentile", min_pairs: int = MIN_PAIRS) -> list[dict[str, Any]]:
     """Compare every model with ``baseline`` on each dataset, over the cases both have.
 
     For each dataset where ``baseline`` has results and each other model there:
@@ -356,19 +361,26 @@ def paired_tests(table: Table | str | os.PathLike, baseline: str, metric: str, *
     - ``n_pairs``: cases with finite values for both (``n_dropped``: shared cases left out as
       NaN or infinite);
     - ``mean_diff`` = mean(model - baseline) in metric units, ``ci_low``/``ci_high`` its
-      bootstrap interval (``method``, ``n_resamples``, ``seed``);
+      bootstrap interval (``method``, ``n_resamples``, ``seed``), ``median_diff`` the median;
     - ``wilcoxon_statistic``, ``p``: two-sided Wilcoxon signed-rank test on the differences
       (``zero_method``: ``"wilcox"`` drops zero differences, Wilcoxon's original; ``"pratt"``
       ranks then drops them; ``"zsplit"`` splits their ranks), ``wilcoxon_method`` says which
       null distribution was used: exact for up to 50 pairs without ties or zeros, a sign-flip
       permutation (seeded; enumerated when 2^n <= 9999) with ties or zeros, the normal
-      approximation above 50 pairs;
+      approximation above 50 pairs; ``t_plus``/``t_minus`` the signed-rank sums;
     - ``p_holm``: Holm-adjusted across the comparisons of a ``family``: ``"dataset"`` (the
       models compared with the baseline on that dataset) or ``"all"`` (every comparison here);
+      ``family_size`` is the number of p-values adjusted together;
     - ``rank_biserial`` and ``cohens_dz``: effect sizes of model - baseline (positive: model
       has higher values);
-    - ``significant`` (p_holm < alpha) and ``mark``: ``"+"`` significantly better, ``"-"``
-      significantly worse (by ``higher_is_better``), ``""`` otherwise.
+    - ``direction``: ``"higher"``/``"lower"``/``"none"``, the side the signed ranks lean to
+      (T+ > T-: the model's values are higher). It is what the test tested, so the verdict
+      follows it, not the mean difference: one catastrophic case can pull the mean below zero
+      while the model is higher on almost every case;
+    - ``significant`` (p_holm < alpha and at least ``min_pairs`` pairs) and ``mark``: ``"+"``
+      significantly better, ``"-"`` significantly worse (``direction`` read with
+      ``higher_is_better``), ``""`` otherwise; ``note`` says why a comparison with a small
+      p is not marked (too few pairs).
 
     Returns the rows ordered by dataset, then model, in first-seen order. Raises ``ValueError``
     when the baseline appears in no dataset.
@@ -377,54 +389,75 @@ def paired_tests(table: Table | str | os.PathLike, baseline: str, metric: str, *
         raise ValueError(f"family must be 'dataset' or 'all', got {family!r}")
     if zero_method not in ZERO_METHODS:
         raise ValueError(f"zero_method must be one of {ZERO_METHODS}, got {zero_method!r}")
+    if min_pairs < 1:
+        raise ValueError(f"min_pairs must be at least 1, got {min_pairs}")
     rows = _prepare(table)
     grouped = _by_model_dataset(rows, metric)
     datasets = list(dict.fromkeys(dataset for _, dataset in grouped))
     models = list(dict.fromkeys(model for model, _ in grouped))
     if baseline not in models:
         raise ValueError(f"baseline {baseline!r} is not in the table; models: {models}")
+    bootstrap = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed, "method": method}
     results: list[dict[str, Any]] = []
     for dataset in datasets:
         if (baseline, dataset) not in grouped:
             continue
-        base = grouped[(baseline, dataset)]
         for model in models:
             if model == baseline or (model, dataset) not in grouped:
                 continue
-            other = grouped[(model, dataset)]
-            shared = [case for case in base if case in other]
-            pairs = np.array([(other[c], base[c]) for c in shared], dtype=float).reshape(-1, 2)
-            keep = np.all(np.isfinite(pairs), axis=1)
-            d = pairs[keep, 0] - pairs[keep, 1]
-            entry: dict[str, Any] = {"dataset": dataset, "model": model, "baseline": baseline, "metric": metric,
-                                     "n_pairs": int(d.size), "n_dropped": int((~keep).sum()),
-                                     "n_model_only": len(other) - len(shared),
-                                     "n_baseline_only": len(base) - len(shared), "zero_method": zero_method}
-            if d.size == 0:
-                entry.update(mean_diff=math.nan, ci_low=math.nan, ci_high=math.nan, wilcoxon_statistic=math.nan,
-                             p=math.nan, wilcoxon_method="no pairs", rank_biserial=math.nan, cohens_dz=math.nan)
-            else:
-                low, high = bootstrap_ci(d, n_resamples, confidence, seed, method)
-                statistic, p, test_method = _wilcoxon(d, zero_method, seed)
-                entry.update(mean_diff=float(d.mean()), ci_low=low, ci_high=high, wilcoxon_statistic=statistic,
-                             p=p, wilcoxon_method=test_method, rank_biserial=rank_biserial(d, zero_method),
-                             cohens_dz=cohens_dz(d))
-            results.append(entry)
+            entry = _paired_comparison(grouped[(model, dataset)], grouped[(baseline, dataset)], zero_method,
+                                       bootstrap)
+            results.append({"dataset": dataset, "model": model, "baseline": baseline, "metric": metric, **entry})
+    _adjust_and_mark(results, family, alpha, higher_is_better, min_pairs)
+    return results
+
+
+def _paired_comparison(other: dict[str, float], base: dict[str, float], zero_method: str,
+                       bootstrap: dict[str, Any]) -> dict[str, Any]:
+    """Differences, interval, signed-rank test and effect sizes of one model against the baseline."""
+    shared = [case for case in base if case in other]
+    pairs = np.array([(other[c], base[c]) for c in shared], dtype=float).reshape(-1, 2)
+    keep = np.all(np.isfinite(pairs), axis=1)
+    d = pairs[keep, 0] - pairs[keep, 1]
+    entry: dict[str, Any] = {"n_pairs": int(d.size), "n_dropped": int((~keep).sum()),
+                             "n_model_only": len(other) - len(shared), "n_baseline_only": len(base) - len(shared),
+                             "zero_method": zero_method}
+    if d.size == 0:
+        entry.update(mean_diff=math.nan, median_diff=math.nan, ci_low=math.nan, ci_high=math.nan,
+                     wilcoxon_statistic=math.nan, t_plus=math.nan, t_minus=math.nan, p=math.nan,
+                     wilcoxon_method="no pairs", rank_biserial=math.nan, cohens_dz=math.nan, direction="none")
+        return entry
+    low, high = bootstrap_ci(d, bootstrap["n_resamples"], bootstrap["confidence"], bootstrap["seed"],
+                             bootstrap["method"])
+    statistic, p, test_method = _wilcoxon(d, zero_method, bootstrap["seed"])
+    plus, minus = _signed_rank_sums(d, zero_method)
+    direction = "higher" if plus > minus else ("lower" if minus > plus else "none")
+    entry.update(mean_diff=float(d.mean()), median_diff=float(np.median(d)), ci_low=low, ci_high=high,
+                 wilcoxon_statistic=statistic, t_plus=plus, t_minus=minus, p=p, wilcoxon_method=test_method,
+                 rank_biserial=rank_biserial(d, zero_method), cohens_dz=cohens_dz(d), direction=direction)
+    return entry
+
+
+def _adjust_and_mark(results: list[dict[str, Any]], family: str, alpha: float, higher_is_better: bool,
+                     min_pairs: int) -> None:
+    """Holm within each family, then the significance mark from the signed ranks' direction."""
     families: dict[Any, list[int]] = {}
     for index, entry in enumerate(results):
         families.setdefault(entry["dataset"] if family == "dataset" else None, []).append(index)
     for members in families.values():
         adjusted = holm([results[i]["p"] for i in members])
+        size = int(np.count_nonzero(~np.isnan(np.array([results[i]["p"] for i in members], dtype=float))))
         for i, value in zip(members, adjusted):
             results[i]["p_holm"] = float(value)
+            results[i]["family_size"] = size
     for entry in results:
-        significant = bool(entry["p_holm"] < alpha) if not math.isnan(entry["p_holm"]) else False
-        better = (entry["mean_diff"] > 0) == higher_is_better
-        entry["alpha"] = alpha
-        entry["family"] = family
-        entry["significant"] = significant
-        entry["mark"] = ("+" if better else "-") if significant else ""
-    return results
+        below_alpha = bool(entry["p_holm"] < alpha) if not math.isnan(entry["p_holm"]) else False
+        enough = entry["n_pairs"] >= min_pairs
+        significant = below_alpha and enough and entry["direction"] != "none"
+        better = (entry["direction"] == "higher") == higher_is_better
+        entry.update(alpha=alpha, family=family, min_pairs=min_pairs, significant=significant,
+                     mark=("+" if better else "-") if significant else "",
+                     note="" if enough else f"too few pairs to mark ({entry['n_pairs']} < {min_pairs})")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -489,8 +522,9 @@ def friedman_nemenyi(scores: np.ndarray | Sequence[Sequence[float]] | Mapping[st
     ``friedman_p`` (``scipy.stats.friedmanchisquare``, tie-corrected), ``iman_davenport_f``
     and ``iman_davenport_p`` (F with k-1 and (k-1)(N-1) degrees of freedom, less conservative
     than chi-square), ``q_alpha``, ``cd``, ``nemenyi_p`` (k x k list, 1 on the diagonal),
-    ``significant`` (k x k, p < alpha, the same as |rank difference| > CD), ``alpha``.
-    Needs at least 3 models (with 2, use a paired test over datasets) and 2 datasets.
+    ``significant`` (k x k, p < alpha, the same as |rank difference| > CD), ``alpha`` and
+    ``rejects`` (Iman-Davenport p < alpha: only then may the Nemenyi comparisons be read,
+    Demšar 2006 sec. 3.2.2). Needs at least 3 models (with 2, use a paired test over datasets) and 2 datasets.
     """
     if isinstance(scores, Mapping):
         names = list(scores)
@@ -547,4 +581,40 @@ def friedman_nemenyi(scores: np.ndarray | Sequence[Sequence[float]] | Mapping[st
         "alpha": alpha, "q_alpha": q, "cd": cd,
         "nemenyi_p": pairwise.tolist(),
         "significant": (pairwise < alpha).tolist(),
+        "rejects": bool(f_p < alpha),
     }
+
+
+def wilcoxon_over_datasets(scores: np.ndarray | Sequence[Sequence[float]], models: Sequence[str],
+                           datasets: Sequence[str], *, higher_is_better: bool = True,
+                           alpha: float = 0.05) -> dict[str, Any]:
+    """Two models across datasets: Wilcoxon signed-rank test on their per-dataset scores.
+
+    Demšar (2006, sec. 3.1.3) recommends this test, not ranks with a critical difference, for
+    two models over N datasets: it uses how large the differences are, and with two models
+    there is no family for Friedman and Nemenyi. ``scores`` is (2 x N); the differences are
+    ``scores[0] - scores[1]``. Returns ``models``, ``datasets``, ``n``, ``differences``,
+    ``t_plus``, ``t_minus``, ``statistic`` and ``p`` (two-sided, exact without ties or zeros,
+    zero differences dropped), ``direction`` (``"higher"`` when the first model's scores lean
+    higher), ``better`` (the model the signed ranks favour, or None), ``significant`` and
+    ``alpha``. With fewer than 6 datasets p cannot fall below 0.05 (2 / 2^N).
+    """
+    matrix = np.asarray(scores, dtype=float)
+    if matrix.ndim != 2 or matrix.shape[0] != 2:
+        raise ValueError(f"scores must have 2 rows (models), got shape {matrix.shape}")
+    if len(models) != 2 or len(datasets) != matrix.shape[1]:
+        raise ValueError(f"{len(models)} model and {len(datasets)} dataset names for a matrix of shape {matrix.shape}")
+    if not np.all(np.isfinite(matrix)):
+        raise ValueError("non-finite scores; compare only defined scores")
+    d = matrix[0] - matrix[1]
+    statistic, p, method = _wilcoxon(d, "wilcox", 0)
+    plus, minus = _signed_rank_sums(d, "wilcox")
+    direction = "higher" if plus > minus else ("lower" if minus > plus else "none")
+    better = None
+    if direction != "none":
+        first_better = (direction == "higher") == higher_is_better
+        better = models[0] if first_better else models[1]
+    return {"models": list(models), "datasets": list(datasets), "n": int(d.size), "differences": d.tolist(),
+            "t_plus": plus, "t_minus": minus, "statistic": statistic, "p": p, "wilcoxon_method": method,
+            "direction": direction, "better": better, "significant": bool(p < alpha and better is not None),
+            "alpha": alpha}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 #: Suite keys, dataset keys, split keys: anything else is refused (typos would silently do nothing).
-SUITE_KEYS = ("name", "raw_root", "datasets", "models", "budget", "zero_shot", "predict", "efficiency")
+SUITE_KEYS = ("name", "raw_root", "datasets", "models", "baseline", "budget", "zero_shot", "predict", "efficiency")
 DATASET_KEYS = ("raw", "configuration", "folds", "test", "test_cases", "max_cases")
 PREDICT_KEYS = ("mirror", "step_size", "device")
 EFFICIENCY_KEYS = ("repeats", "warmup")
@@ -88,8 +88,12 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ZeroShotSpec:
+    """A model trained on ``source`` scored on ``target``'s test cases. ``labels`` maps source
+    label names to target label names for structures named differently (same values)."""
+
     source: str
     target: str
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class Suite:
     predict: dict[str, Any]
     efficiency: dict[str, Any]
     text: str                         # the file as given (copied into the results folder)
+    baseline: str = ""                # the paired tests' reference model: declared, else the first model
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (paths as strings) for the results folder and the run specs."""
@@ -340,14 +345,15 @@ def load_suite(path: str | Path, raw_root: str | Path | None = None) -> Suite:
     for i, item in enumerate(pairs):
         key = f"zero_shot[{i}]"
         entry = _mapping(item, path, key)
-        _unknown(entry, ("source", "target"), path, key)
+        _unknown(entry, ("source", "target", "labels"), path, key)
         for side in ("source", "target"):
             if entry.get(side) not in datasets:
                 raise SuiteError(f"{_where(path, f'{key}.{side}')}: {entry.get(side)!r} is not one of the suite's "
                                  f"datasets ({', '.join(datasets)})")
         if entry["source"] == entry["target"]:
             raise SuiteError(f"{_where(path, key)}: source and target are the same dataset")
-        pair = ZeroShotSpec(str(entry["source"]), str(entry["target"]))
+        names = _mapping(entry.get("labels"), path, key + ".labels")
+        pair = ZeroShotSpec(str(entry["source"]), str(entry["target"]), {str(k): str(v) for k, v in names.items()})
         if pair in zero_shot:
             raise SuiteError(f"{_where(path, key)}: the pair {pair.source} -> {pair.target} is listed twice")
         zero_shot.append(pair)
@@ -365,7 +371,57 @@ def load_suite(path: str | Path, raw_root: str | Path | None = None) -> Suite:
         if k in efficiency:
             _int(efficiency[k], path, f"efficiency.{k}", minimum)
     return Suite(path=path, name=name, datasets=datasets, models=models, training=training, planner=planner,
-                 zero_shot=zero_shot, predict=predict, efficiency=efficiency, text=text)
+                 zero_shot=zero_shot, predict=predict, efficiency=efficiency, text=text,
+                 baseline=_baseline(data.get("baseline"), models, path))
+
+
+def _baseline(value: Any, models: list[ModelSpec], path: Path) -> str:
+    """The declared baseline (a model label of the suite), else the first model: fixed before any
+    result exists, so the paired tests cannot be pointed at a model chosen after looking."""
+    labels = [m.label for m in models]
+    if value is None:
+        return labels[0]
+    if str(value) not in labels:
+        raise SuiteError(f"{_where(path, 'baseline')}: {value!r} is not one of the suite's models "
+                         f"({', '.join(labels)})")
+    return str(value)
+
+
+def _foreground(labels: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in labels.items() if value != 0 and name != "ignore"}
+
+
+def check_zero_shot_labels(suite: Suite) -> None:
+    """Check, before anything is trained, that every zero-shot pair scores like with like.
+
+    A model trained on the source predicts the source's label values, and they are scored against
+    the target's values: the foreground labels must have the same names and values, after the
+    pair's ``labels`` mapping (source name -> target name) renames the source's. Values are
+    never remapped. Datasets whose dataset.json cannot be read are left to their preparation,
+    which records the failure. Raises :class:`SuiteError` naming both datasets.
+    """
+    from unetkit.data.dataset import load_dataset
+    from unetkit.data.errors import DataError
+
+    for i, pair in enumerate(suite.zero_shot):
+        key = f"zero_shot[{i}]"
+        try:
+            source = _foreground(load_dataset(suite.datasets[pair.source].raw).spec["labels"])
+            target = _foreground(load_dataset(suite.datasets[pair.target].raw).spec["labels"])
+        except DataError:
+            continue
+        unknown = [name for name in pair.labels if name not in source]
+        if unknown:
+            raise SuiteError(f"{_where(suite.path, key + '.labels')}: {', '.join(map(repr, unknown))} is not a label "
+                             f"of {pair.source} (its labels: {', '.join(source)})")
+        renamed = {pair.labels.get(name, name): value for name, value in source.items()}
+        if renamed != target:
+            shown_source = ", ".join(f"{pair.labels.get(n, n)}={v}" for n, v in source.items())
+            raise SuiteError(
+                f"{_where(suite.path, key)}: the labels of {pair.source} ({shown_source}) and {pair.target} "
+                f"({', '.join(f'{n}={v}' for n, v in target.items())}) differ; a model trained on {pair.source} "
+                f"would be scored against {pair.target}'s label values. Give 'labels: {{SOURCE_NAME: TARGET_NAME}}' "
+                "for a structure named differently with the same value; different values cannot be scored")
 
 
 def validate_models(suite: Suite) -> None:

@@ -8,8 +8,9 @@ distributions, best/worst example overlays, zero-shot transfer, failed runs), re
 leaderboard.csv, paired_tests.csv, uscore.csv and cd_METRIC.png/.svg. How to read it:
 docs/report.md.
 
-The baseline of the paired tests is --baseline, else plain_unet when it ran, else the model with
-the best average rank.
+The baseline of the paired tests is --baseline, else the suite's declared `baseline:`, else the
+suite's first model: never one chosen after looking at the results. Significance is marked only
+with at least --min-pairs paired cases (default 10).
 
 examples:
   unetkit report bench_results
@@ -27,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", help="results folder written by `unetkit bench`")
     parser.add_argument("--output", "-o", default=None, help="report folder (default RESULTS/report)")
     parser.add_argument("--baseline", default=None,
-                        help="model the others are compared with (default plain_unet, else the best-ranked model)")
+                        help="model the others are compared with (default: the suite's baseline:, else its "
+                             "first model)")
     parser.add_argument("--metric", default="dice",
                         help="table.csv column to rank and test (default dice; hd95 ranks lower first)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
@@ -37,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--anchors", choices=("suite", "ubench"), default="suite",
                         help="U-Score anchors: percentiles over this suite's models (default) or U-Bench's "
                              "published constants (only for U-Bench's datasets)")
+    parser.add_argument("--min-pairs", type=int, default=None,
+                        help="fewest paired cases for a significance mark (default 10; below 6 the exact test "
+                             "cannot reach p < 0.05)")
     parser.add_argument("--no-overlays", dest="overlays", action="store_false",
                         help="do not draw the example overlays (no image files read)")
 
@@ -48,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         written = build_report(args.results, args.output, baseline=args.baseline, metric=args.metric,
                                alpha=args.alpha, confidence=args.confidence, n_resamples=args.resamples,
                                seed=args.seed, anchors=args.anchors, overlays=args.overlays,
+                               **({} if args.min_pairs is None else {"min_pairs": args.min_pairs}),
                                log=lambda message: print(message, file=sys.stderr))
     except ValueError as exc:  # a bad argument (unknown baseline, ...); file problems are DataErrors
         print(f"error: {exc}", file=sys.stderr)
