@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from references import require_module
 
 from unetkit.benchmark.runner import execute_run, run_benchmark, run_ids
 from unetkit.benchmark.stats import load_table
@@ -259,7 +260,7 @@ def test_cli_module_does_not_import_torch():
 # ----------------------------------------------------------------------------- Ray
 
 def test_ray_backend_gives_the_same_table(bench, tmp_path):
-    pytest.importorskip("ray")
+    require_module("ray", "pip install -e '.[dev]'")
     raw_root = bench["suite"].parent
     suite = _write(tmp_path, _suite_text(f"  - {{name: plain_unet, kwargs: {TINY}}}",
                                          datasets="datasets:\n  SynA:\n    raw: SynA\n    test: {every: 4, offset: 3}\n"))

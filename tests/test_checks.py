@@ -436,7 +436,6 @@ def _link_hippocampus(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.slow
 def test_hippocampus_is_clean_and_fast(tmp_path):
     root = _link_hippocampus(tmp_path)
     report = check_dataset_report(root, num_processes=2)
@@ -444,7 +443,6 @@ def test_hippocampus_is_clean_and_fast(tmp_path):
     assert report.errors == [], "\n".join(map(str, report.errors))
 
 
-@pytest.mark.slow
 def test_hippocampus_outlier_label_is_reported(tmp_path):
     root = _link_hippocampus(tmp_path)
     src = shared_dataset("Hippocampus") / "TrainingSet"
@@ -453,7 +451,6 @@ def test_hippocampus_outlier_label_is_reported(tmp_path):
     _assert_names(problems, "orphan-label", "hippocampus_281.nii.gz", "hippocampus_281")
 
 
-@pytest.mark.slow
 def test_drive_rgb_pictures_are_clean(tmp_path):
     src = shared_dataset("DRIVE") / "training"
     root = tmp_path / "DRIVE"

@@ -10,6 +10,7 @@ import re
 import time
 
 import pytest
+from references import require_module
 import torch
 import zoo_checks
 from isolated import run_isolated
@@ -153,8 +154,9 @@ def test_nnunet_initialization() -> None:
 
 
 def test_matches_dynamic_network_architectures_numerically() -> None:
-    """Same outputs as the reference library for the same weights (only where it is installed)."""
-    unet = pytest.importorskip("dynamic_network_architectures.architectures.unet")
+    """Same outputs as the reference library for the same weights (.ci/run installs it)."""
+    unet = require_module("dynamic_network_architectures.architectures.unet",
+                          "pip install --no-deps dynamic-network-architectures==0.4.4 (as .ci/run does)")
     nn = torch.nn
     common = dict(conv_bias=True, norm_op=nn.InstanceNorm2d, norm_op_kwargs={"eps": 1e-5, "affine": True},
                   dropout_op=None, dropout_op_kwargs=None, nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True},

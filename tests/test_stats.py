@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 import pytest
+from references import require_module
 from scipy import stats as sps
 
 from unetkit.benchmark import (
@@ -81,7 +82,7 @@ def test_holm_hand_values():
 
 
 def test_holm_equals_statsmodels():
-    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    multitest = require_module("statsmodels.stats.multitest", "pip install -e '.[dev]'")
     p = np.random.default_rng(5).uniform(0, 0.2, size=12)
     p[3] = p[7]  # a tie
     reference = multitest.multipletests(p, method="holm")[1]
@@ -265,7 +266,7 @@ def test_friedman_nemenyi_hand_example():
 
 
 def test_nemenyi_p_equals_scikit_posthocs():
-    sp = pytest.importorskip("scikit_posthocs")
+    sp = require_module("scikit_posthocs", "pip install -e '.[dev]'")
     result = friedman_nemenyi(SCORES, models=list("ABCD"))
     # scikit-posthocs ranks ascending within blocks (rows = blocks); rank differences are
     # symmetric, so the p-values agree whichever direction is "best".

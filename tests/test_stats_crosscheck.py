@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from references import require_module
 from scipy import stats as sps
 
 from unetkit.benchmark.report import analyze, build_report
@@ -117,7 +118,7 @@ def test_paired_tests_against_scipy(report):
         models = ["unext", "egeunet"]
         p = np.array([sps.wilcoxon(block[m] - block["plain_unet"]).pvalue for m in models])
         adjusted = _holm(p)
-        statsmodels = pytest.importorskip("statsmodels.stats.multitest")
+        statsmodels = require_module("statsmodels.stats.multitest", "pip install -e '.[dev]'")
         assert adjusted == pytest.approx(statsmodels.multipletests(p, method="holm")[1], rel=1e-12)
         for model, p_value, p_adjusted in zip(models, p, adjusted):
             row = tests[(dataset, model)]
@@ -137,7 +138,7 @@ def test_paired_tests_against_scipy(report):
 
 def test_friedman_ranks_and_nemenyi_against_scipy_and_scikit_posthocs(report):
     table, _, root = report
-    sp = pytest.importorskip("scikit_posthocs")
+    sp = require_module("scikit_posthocs", "pip install -e '.[dev]'")
     overall = analyze(load_results(root), n_resamples=200).overall
     means = table.groupby(["dataset", "model"])["dice"].mean().unstack()  # datasets x models
     means = means.loc[overall["datasets"], overall["models"]]
