@@ -10,15 +10,16 @@ Rules (those of nnU-Net, so that shapes and values agree with it):
   largest spacing, that axis is resampled separately: every slice in-plane with the normal
   order, then along the coarse axis with ``separate_axis_order`` (0: nearest slice). A cubic
   spline across 5 mm slices would invent structure between them.
-* Label maps, nnU-Net v2.8.1's rule (with batchgenerators 0.25.5, which its setup installs);
-  class numbers are never interpolated. With order 0 each voxel takes its nearest neighbour's
+* Label maps: nnU-Net v2.8.1's rule (with batchgenerators 0.25.5, which
+  benchmarks/setup_nnunet_venv.sh pins); class numbers are never interpolated. With order 0 each voxel takes its nearest neighbour's
   class. With order >= 1 each class's one-hot mask is interpolated separately (float64, clipped
   to [0, 1]) and every voxel takes the class with the largest weight; an exact tie (a sample
   point half-way between two classes, as every boundary voxel of a 2x downsampling is) goes to
   the nearest neighbour's class when it is one of the tied ones, else to the smallest tied class.
   On the anisotropic path each slice is resampled so in-plane, then the label map is resampled
   along the coarse axis: nearest slice with ``separate_axis_order`` 0, else each class's one-hot
-  is interpolated and thresholded (``> 0.5``) in ascending class order onto zeros.
+  is interpolated and thresholded (``> 0.5``) in ascending class order onto zeros (a voxel no
+  class passes, e.g. half-way between two slices of different classes, stays 0).
   A class thinner than the new voxels can thus vanish, exactly as in nnU-Net.
 * When the new shape equals the old one nothing is computed (the common 1 mm case).
 
