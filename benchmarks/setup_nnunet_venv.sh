@@ -34,12 +34,16 @@ echo "torch==$TORCH_VERSION" > "$CONSTRAINTS"
 if ! "$PY" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
     "${PIP[@]}" "torch==$TORCH_VERSION" ${TORCH_EXTRA_INDEX:+--extra-index-url "$TORCH_EXTRA_INDEX"}
 fi
-if ! "$PY" -c "import nnunetv2, dynamic_network_architectures, batchgeneratorsv2" 2>/dev/null; then
+# batchgenerators is pinned: nnU-Net's label resampling is its resize_segmentation, whose rule
+# changed between releases (0.25.1: each class thresholded at 0.5 in turn; 0.25.5: argmax with
+# nearest-neighbour ties), and unetkit's resample_label is tested voxel for voxel against 0.25.5.
+if ! "$PY" -c "import nnunetv2, dynamic_network_architectures, batchgeneratorsv2, sys, importlib.metadata as m
+sys.exit(m.version('batchgenerators') != '0.25.5')" 2>/dev/null; then
     "${PIP[@]}" --no-deps "nnunetv2==2.8.1" "dynamic-network-architectures==0.4.4" "batchgeneratorsv2==0.3.6"
     # nnunetv2's, acvl-utils', batchgenerators(v2)' and dynamic-network-architectures' own
     # requirements, minus timm (and so torchvision).
     "${PIP[@]}" -c "$CONSTRAINTS" \
-        "acvl-utils>=0.2.6,<0.3" "batchgenerators>=0.25.1" tqdm scipy "numpy>=1.24" scikit-learn \
+        "acvl-utils>=0.2.6,<0.3" "batchgenerators==0.25.5" tqdm scipy "numpy>=1.24" scikit-learn \
         "scikit-image>=0.19.3" "SimpleITK>=2.2.1" pandas graphviz tifffile requests nibabel matplotlib \
         seaborn imagecodecs yacs einops "blosc2>=3.3.2" connected-components-3d
 fi

@@ -16,9 +16,23 @@ from test_trainer import make_tiny_workdir
 DRIVER = textwrap.dedent("""
     import os, sys
     from safetensors.torch import save_file
+    from unetkit.training import trainer
     from unetkit.training.trainer import train
 
     work, dump = sys.argv[1], sys.argv[2]
+    build_network = trainer.build_network
+
+    def build_and_keep_initial_weights(spec):
+        # The trainer builds the network it trains through this function (and once on the meta
+        # device to check the keywords): keep a copy of the real one's freshly initialised weights.
+        network = build_network(spec)
+        if not any(p.is_meta for p in network.parameters()):
+            rank = int(os.environ["RANK"])
+            save_file({k: v.detach().clone().contiguous() for k, v in network.state_dict().items()},
+                      os.path.join(dump, f"initial{rank}.safetensors"))
+        return network
+
+    trainer.build_network = build_and_keep_initial_weights
     overrides = {"epochs": 2, "iterations_per_epoch": 2, "val_iterations": 1, "num_workers": 0,
                  "device": "cpu", "batch_dice": True}
     result = train(work, "Tiny", "3d_fullres", 0, overrides, echo=False)
@@ -45,7 +59,15 @@ def test_two_cpu_processes_stay_in_sync(tmp_path):
     assert w0.keys() == w1.keys()
     for k in w0:
         assert torch.equal(w0[k], w1[k]), k
-    # Training changed the weights (the check is not vacuous).
+    # Training changed the weights (the check is not vacuous): every parameter tensor moved away
+    # from where training started, except the bias of the lowest-resolution deep-supervision head
+    # (decoder.heads.0): its loss weight is 0 as in nnU-Net, so it gets no gradient, and weight
+    # decay leaves its zero-initialised bias at zero (its weight only decays).
+    initial = load_file(str(tmp_path / "initial0.safetensors"))
+    assert initial.keys() == w0.keys()
+    unchanged = [k for k in w0 if torch.equal(initial[k], w0[k])]
+    assert unchanged == ["decoder.heads.0.bias"], f"parameters left at their initial values: {unchanged}"
+    assert not initial["decoder.heads.0.bias"].any()
     out = work / "Tiny" / "models" / "3d_fullres__plain_unet" / "fold_0"
     ck = json.loads((out / "checkpoint_final.json").read_text())
     assert ck["world_size"] == 2 and ck["epoch"] == 2

@@ -173,6 +173,65 @@ def test_mirroring_averages_flipped_passes() -> None:
     torch.testing.assert_close(out[0], torch.full((16, 16), 7.5))
 
 
+def _nnunet_gaussian(patch: tuple[int, ...]) -> np.ndarray:
+    """nnU-Net's importance map, written out from its definition: a unit impulse at the tile's
+    centre voxel (index n // 2) blurred by scipy with sigma = n / 8 per axis, scaled to peak 1,
+    zeros raised to the smallest positive weight. For odd sizes n // 2 is the geometric centre."""
+    from scipy.ndimage import gaussian_filter
+
+    impulse = np.zeros(patch)
+    impulse[tuple(n // 2 for n in patch)] = 1
+    g = gaussian_filter(impulse, [n / 8 for n in patch], order=0, mode="constant", cval=0)
+    g /= g.max()
+    g[g == 0] = g[g > 0].min()
+    return g
+
+
+class _TileCorner(torch.nn.Module):
+    """Paints every output voxel of a tile with the tile's first input voxel: fed the image
+    ``100 * row + column``, each tile's output is ``100 * start row + start column``, so
+    overlapping tiles disagree and the blend at each voxel shows how the tiles were weighted."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :1, :1, :1].expand(-1, 1, *x.shape[2:])
+
+
+def test_overlapping_tiles_are_blended_with_nnunets_gaussian_weights() -> None:
+    """A 5 x 25 image and a 5 x 17 patch: one window along the rows, two along the columns, at 0
+    and 8 (the border ones; 8 is within half a patch of 0), overlapping on columns 8..16. The
+    expected value at each voxel is the weighted mean of the tiles covering it, the weight being
+    nnU-Net's Gaussian at the voxel's offset inside each tile, computed here with scipy (not with
+    unetkit). (The patch is odd-sized, where nnU-Net's centre voxel is the geometric centre, and
+    small across the rows so that no weight reaches unetkit's floor of 1e-6.)"""
+    rows, cols = np.meshgrid(np.arange(5.0), np.arange(25.0), indexing="ij")
+    image = torch.from_numpy(100 * rows + cols).float()[None]
+    weight = _nnunet_gaussian((5, 17))
+    assert weight.min() > 1e-6
+    num, den = np.zeros((5, 25)), np.zeros((5, 25))
+    for start in (0, 8):                   # the tile at column ``start`` outputs ``start`` everywhere
+        num[:, start:start + 17] += weight * start
+        den[:, start:start + 17] += weight
+    expected = torch.from_numpy(num / den).float()
+    assert tile_grid((5, 25), (5, 17)) == [(0, 0), (0, 8)]
+    out = sliding_window_logits(_TileCorner(), image, (5, 17), 1)
+    torch.testing.assert_close(out[0], expected, rtol=0, atol=1e-4)
+    # In the overlap the tiles say 0 and 8: a plain mean (uniform weights) says 4 everywhere there,
+    # the Gaussian blend goes from 0.007 at column 8 to 7.993 at column 16.
+    assert expected[0, 8] < 0.01 and expected[0, 16] > 7.99 and expected[0, 12] == pytest.approx(4, abs=1e-4)
+    plain = sliding_window_logits(_TileCorner(), image, (5, 17), 1, use_gaussian=False)
+    torch.testing.assert_close(plain[0, :, 8:17], torch.full((5, 9), 4.0))
+    assert (plain[0] - expected).abs().max() > 3.9
+
+
+def test_the_gaussian_blend_test_fails_with_uniform_tile_weights(monkeypatch) -> None:
+    """The test above is not vacuous: with the importance map replaced by ones it fails."""
+    from unetkit.inference import sliding_window
+
+    monkeypatch.setattr(sliding_window, "_cached_gaussian", lambda patch, *a: torch.ones(patch))
+    with pytest.raises(AssertionError):
+        test_overlapping_tiles_are_blended_with_nnunets_gaussian_weights()
+
+
 # ----------------------------------------------------------------------------- files, geometry
 
 def test_nifti_prediction_keeps_geometry_and_affine(tmp_path) -> None:

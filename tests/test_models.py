@@ -128,7 +128,7 @@ def test_resenc_presets_are_the_same_network_with_different_planner_rules() -> N
     with torch.device("meta"):
         counts = {n: count_parameters(create_model(n, 3, 1, 3, **RESENC_M_3D))
                   for n in ("resenc_unet", "resenc_unet_m", "resenc_unet_l", "resenc_unet_xl")}
-    assert set(counts.values()) == {102_350_575}
+    assert set(counts.values()) == {102_350_575}   # dynamic-network-architectures' count (REFERENCES)
     assert model_info("resenc_unet_m").extra["vram_target_gb"] == 8
     assert model_info("resenc_unet_l").extra["vram_target_gb"] == 24
     assert model_info("resenc_unet_m").default_kwargs(3)["n_blocks_per_stage"] == [1, 3, 4, 6, 6]

@@ -10,11 +10,17 @@ Rules (those of nnU-Net, so that shapes and values agree with it):
   largest spacing, that axis is resampled separately: every slice in-plane with the normal
   order, then along the coarse axis with ``separate_axis_order`` (0: nearest slice). A cubic
   spline across 5 mm slices would invent structure between them.
-* Label maps: never interpolate class numbers. With order 0 each voxel takes its nearest
-  neighbour's class; with order >= 1 each class's one-hot mask is interpolated separately and
-  every voxel takes the class with the largest interpolated weight, so no class that is not
-  in the input can appear. A class present in the input that this leaves with no voxel at all
-  (a structure thinner than the new voxel size) keeps the one voxel where its weight peaks.
+* Label maps: nnU-Net v2.8.1's rule (with batchgenerators 0.25.5, which
+  benchmarks/setup_nnunet_venv.sh pins); class numbers are never interpolated. With order 0 each voxel takes its nearest neighbour's
+  class. With order >= 1 each class's one-hot mask is interpolated separately (float64, clipped
+  to [0, 1]) and every voxel takes the class with the largest weight; an exact tie (a sample
+  point half-way between two classes, as every boundary voxel of a 2x downsampling is) goes to
+  the nearest neighbour's class when it is one of the tied ones, else to the smallest tied class.
+  On the anisotropic path each slice is resampled so in-plane, then the label map is resampled
+  along the coarse axis: nearest slice with ``separate_axis_order`` 0, else each class's one-hot
+  is interpolated and thresholded (``> 0.5``) in ascending class order onto zeros (a voxel no
+  class passes, e.g. half-way between two slices of different classes, stays 0).
+  A class thinner than the new voxels can thus vanish, exactly as in nnU-Net.
 * When the new shape equals the old one nothing is computed (the common 1 mm case).
 
 Axes are numpy axes. All functions take ``(C, *spatial)`` images or ``spatial`` label maps
@@ -23,7 +29,7 @@ with 2 or 3 spatial axes.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -64,17 +70,19 @@ def separate_axis(current_spacing: Sequence[float], new_spacing: Sequence[float]
     return None
 
 
-def _zoom(x: np.ndarray, new_shape: Sequence[int], order: int, clip: bool = False) -> np.ndarray:
+def _zoom(x: np.ndarray, new_shape: Sequence[int], order: int, clip: bool = False,
+          dtype: type = np.float32) -> np.ndarray:
     """Resize one float array to ``new_shape`` with a spline of ``order``, voxel centres aligned.
 
     ``clip`` limits the result to the input's value range (splines of order > 1 overshoot).
+    ``dtype`` is the result's (float64 where exact ties between interpolated values matter).
     """
     if tuple(x.shape) == tuple(new_shape):
         return x
     factors = [n / o for n, o in zip(new_shape, x.shape)]
     # grid_mode=True maps voxel *areas* onto each other (align_corners=False), as skimage's
     # resize does; 'nearest' repeats the edge value for samples just past the border.
-    out = ndimage.zoom(x, factors, order=order, mode="nearest", grid_mode=True, output=np.float32,
+    out = ndimage.zoom(x, factors, order=order, mode="nearest", grid_mode=True, output=dtype,
                        prefilter=order > 1)
     if clip and order > 1 and x.size:
         np.clip(out, x.min(), x.max(), out=out)
@@ -134,40 +142,75 @@ def resample_probabilities(probs: np.ndarray, new_shape: Sequence[int], current_
                           anisotropy_threshold, clip=False)
 
 
-def _argmax_over_classes(label: np.ndarray, classes: Sequence[int],
-                         resize: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """Interpolate each class's one-hot mask with ``resize`` and keep, per voxel, the heaviest class."""
+def _nearest_labels(label: np.ndarray, new_shape: Sequence[int]) -> np.ndarray:
+    """Each new voxel's nearest input voxel's class (order 0 on the class numbers)."""
+    return np.rint(_zoom(label.astype(np.float64), new_shape, 0, dtype=np.float64)).astype(label.dtype)
+
+
+def _resample_label_jointly(label: np.ndarray, new_shape: Sequence[int], order: int) -> np.ndarray:
+    """All axes at once: the per-voxel argmax of the interpolated one-hot masks, exact ties going to
+    the nearest neighbour's class when it is among the tied (see the module doc)."""
+    new_shape = tuple(int(s) for s in new_shape)
+    if tuple(label.shape) == new_shape:
+        return label
+    nearest = _nearest_labels(label, new_shape)
+    classes = np.unique(label)
+    if order == 0 or classes.size < 2:
+        return nearest
     best: np.ndarray | None = None
-    out: np.ndarray | None = None
-    peaks: dict[int, tuple[int, float]] = {}
-    for cls in classes:
-        weight = resize((label == cls).astype(np.float32))
+    winner = np.zeros(new_shape, dtype=np.int32)           # index into ``classes``
+    nearest_score = np.zeros(new_shape, dtype=np.float64)  # the nearest neighbour class's weight
+    for index, cls in enumerate(classes):
+        # float64 as skimage's resize (what nnU-Net calls): ties are decided by exact equality
+        score = _zoom((label == cls).astype(np.float64), new_shape, order, clip=True, dtype=np.float64)
+        np.copyto(nearest_score, score, where=nearest == cls)
         if best is None:
-            best = weight.copy()
-            out = np.full(weight.shape, cls, dtype=label.dtype)
-        else:
-            better = weight > best
-            out[better] = cls
-            np.maximum(best, weight, out=best)
-        flat = int(np.argmax(weight))
-        peaks[int(cls)] = (flat, float(weight.flat[flat]))
-    # Small-structure rescue: a class the argmax erased keeps its single strongest voxel, unless
-    # that voxel is the last one of another class.
-    present = set(np.unique(out).tolist())
-    for cls, (flat, value) in peaks.items():
-        if cls in present or value <= 0:
+            best = score
             continue
-        holder = int(out.flat[flat])
-        if np.count_nonzero(out == holder) > 1:
-            out.flat[flat] = cls
-            present.add(cls)
+        np.copyto(winner, index, where=score > best)       # strict: a tie stays with the smaller class
+        np.maximum(best, score, out=best)
+    assert best is not None
+    out = classes.astype(label.dtype)[winner]
+    nearest_tied = (nearest_score == best) & (best > 0)
+    out[nearest_tied] = nearest[nearest_tied]
     return out
+
+
+def _threshold_along_axis(label: np.ndarray, new_shape: Sequence[int], axis: int, order: int) -> np.ndarray:
+    """Resample along ``axis`` only (the others keep their size): each class's one-hot is
+    interpolated (spline ``order``, edge values repeated) and written where it exceeds 0.5, in
+    ascending class order onto zeros, as nnU-Net does along the coarse axis."""
+    # Sample positions with voxel centres aligned (align_corners=False): in / out * (i + 0.5) - 0.5.
+    axes = [(old / new) * (np.arange(new) + 0.5) - 0.5 for old, new in zip(label.shape, new_shape)]
+    coordinates = np.array(np.meshgrid(*axes, indexing="ij"))
+    out = np.zeros(tuple(new_shape), dtype=label.dtype)
+    for cls in np.unique(label):
+        weight = ndimage.map_coordinates((label == cls).astype(np.float64), coordinates, order=order, mode="nearest")
+        out[np.round(weight) > 0.5] = cls
+    return out
+
+
+def _resample_label_separate_axis(label: np.ndarray, new_shape: Sequence[int], order: int, axis: int,
+                                  axis_order: int) -> np.ndarray:
+    """Anisotropic data: every slice across ``axis`` in-plane, then along ``axis`` (module doc)."""
+    inplane_shape = list(new_shape)
+    inplane_shape[axis] = label.shape[axis]
+    slice_shape = [s for a, s in enumerate(new_shape) if a != axis]
+    inplane = np.empty(inplane_shape, dtype=label.dtype)
+    for i in range(label.shape[axis]):
+        index = (slice(None),) * axis + (i,)
+        inplane[index] = _resample_label_jointly(label[index], slice_shape, order)
+    if inplane.shape[axis] == new_shape[axis]:
+        return inplane
+    if axis_order == 0:
+        return _nearest_labels(inplane, new_shape)
+    return _threshold_along_axis(inplane, new_shape, axis, axis_order)
 
 
 def resample_label(label: np.ndarray, new_shape: Sequence[int], current_spacing: Sequence[float],
                    new_spacing: Sequence[float], order: int = 1, separate_axis_order: int = 0,
                    anisotropy_threshold: float = DEFAULT_ANISOTROPY_THRESHOLD) -> np.ndarray:
-    """Resample a label map ``spatial`` to ``new_shape`` without inventing classes (see module doc).
+    """Resample a label map ``spatial`` to ``new_shape`` by nnU-Net's rule (see the module doc).
 
     Returns the input unchanged (no copy) when the shape already matches.
     """
@@ -175,10 +218,6 @@ def resample_label(label: np.ndarray, new_shape: Sequence[int], current_spacing:
     if tuple(label.shape) == new_shape:
         return label
     axis = separate_axis(current_spacing, new_spacing, anisotropy_threshold)
-    classes = np.unique(label)
-    if order == 0 and (axis is None or separate_axis_order == 0):
-        # Nearest neighbour on the class numbers directly: one pass instead of one per class.
-        res = _resample_float(label.astype(np.float32), new_shape, 0, axis, 0)
-        return np.rint(res).astype(label.dtype)
-    return _argmax_over_classes(label, classes,
-                                lambda m: _resample_float(m, new_shape, order, axis, separate_axis_order))
+    if axis is None:
+        return _resample_label_jointly(label, new_shape, order)
+    return _resample_label_separate_axis(label, new_shape, order, axis, separate_axis_order)
