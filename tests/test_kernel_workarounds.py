@@ -105,10 +105,10 @@ def test_replacement_survives_the_shapes_that_crash_onednn():
 @pytest.mark.parametrize("name", ["umamba_enc", "umamba_bot", "xlstm_unet_bot", "stunet_s", "mednext_s",
                                   "resunetpp", "transunet"])
 def test_models_with_strided_pointwise_train_in_channels_last(name):
-    """``--channels-last`` training of the affected families: forward, backward, finite
-    gradients (the path that reached the defective kernel)."""
-    for dims in model_info(name).spatial_dims:
-        run_isolated(zoo_checks.forward_backward_shapes, name, dims, True, timeout=300)
+    """``--channels-last`` training of the affected families in 2D, where the defective kernel
+    is (3D channels-last strided 1x1 gradients were correct in every shape tried): forward,
+    backward, finite gradients."""
+    run_isolated(zoo_checks.forward_backward_shapes, name, 2, True, timeout=300)
 
 
 def test_mamba_layer_keeps_the_input_layout():
