@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -49,6 +51,32 @@ def test_label_loss_matches_numpy_dice_and_torch_ce(batch_dice):
     dice = _np_dice(probs[:, 1:], onehot[:, 1:], None, batch_dice)
     ce = F.cross_entropy(logits, target[:, 0].long()).item()
     assert loss.item() == pytest.approx(ce - dice, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("batch_dice", [False, True])
+def test_label_loss_hand_worked_example(batch_dice):
+    """Two samples of two voxels, background/foreground, worked out by hand (nnU-Net's definition:
+    mean cross-entropy over all voxels minus the soft Dice of the foreground, smooth 1e-5).
+
+    Sample 0: voxel a logits (0, 0) -> p_fg 1/2, label fg; voxel b logits (0, ln 3) -> p_fg 3/4,
+    label bg. Sample 1: both voxels logits (ln 3, 0) -> p_fg 1/4, label bg.
+    CE per voxel: ln 2, ln 4, ln(4/3), ln(4/3); the loss takes their mean.
+    Per-sample Dice: sample 0 intersection 1/2, prediction sum 5/4, truth 1 -> (1 + s) / (9/4 + s);
+    sample 1 intersection 0, prediction 1/2, truth 0 -> s / (1/2 + s); averaged.
+    Batch Dice pools the sums first: (1 + s) / (1 + 7/4 + s).
+    """
+    ln3 = math.log(3)
+    logits = torch.tensor([[[[0.0, 0.0]], [[0.0, ln3]]],
+                           [[[ln3, ln3]], [[0.0, 0.0]]]], dtype=torch.float64)  # (B=2, C=2, 1, 2)
+    target = torch.tensor([[[[1, 0]]], [[[0, 0]]]], dtype=torch.int16)
+    s = 1e-5
+    ce = (math.log(2) + math.log(4) + 2 * math.log(4 / 3)) / 4
+    if batch_dice:
+        dice = (1 + s) / (2.75 + s)
+    else:
+        dice = ((1 + s) / (2.25 + s) + s / (0.5 + s)) / 2
+    loss = build_loss(LossSpec(batch_dice=batch_dice, smooth=s))(logits, target)
+    assert loss.item() == pytest.approx(ce - dice, rel=1e-12)
 
 
 def test_ignore_label_removed_from_both_terms():

@@ -91,6 +91,25 @@ def test_forced_foreground_follows_nnunet_rounding(batch_size, forced):
     assert sum(flags) == forced and flags == sorted(flags)  # the last ones
 
 
+def test_box_bounds_floor_the_negative_half_as_nnunet(cache3d):
+    """nnU-Net's data loader bounds a box start by ``lbs = - need_to_pad // 2`` (Python: floor of the
+    negative half) and ``ubs = shape + need_to_pad // 2 + need_to_pad % 2 - patch``. Worked out by hand
+    for a Hippocampus-sized case (36, 50, 35), final patch (40, 56, 40), sampling patch (73, 80, 64):
+    need_to_pad = (33, 24, 24) is widened to box - shape = (37, 30, 29) because the case is smaller
+    than the box, so lbs = (-19, -15, -15) and ubs = (36+18+1-73, 50+15-80, 35+14+1-64) = (-18, -15, -14).
+    """
+    sampler = PatchSampler(CachedDataset(cache3d), (40, 56, 40), 2, initial_patch_size=(73, 80, 64))
+    shape, box, final = (36, 50, 35), (73, 80, 64), (40, 56, 40)
+    rng = np.random.default_rng(0)
+    starts = np.array([sampler.bbox_lower(shape, box, final, False, {}, rng) for _ in range(200)])
+    assert [sorted(set(starts[:, d])) for d in range(3)] == [[-19, -18], [-15], [-15, -14]]
+    # a forced box is centred on its voxel (box // 2 = (36, 40, 32)) unless that goes below lbs
+    voxel = np.array([[17, 25, 17]])
+    assert sampler.bbox_lower(shape, box, final, True, {1: voxel}, rng) == [-19, -15, -15]
+    assert sampler.bbox_lower(shape, box, final, True, {1: voxel - 1}, rng) == [-19, -15, -15]  # clamped
+    assert sampler.bbox_lower(shape, box, final, True, {1: voxel + 2}, rng) == [-17, -13, -13]
+
+
 def test_crop_and_pad_outside_is_zero():
     arr = np.arange(2 * 4 * 5, dtype=np.float32).reshape(2, 4, 5) + 1
     out = np.full((2, 6, 3), -7, np.float32)

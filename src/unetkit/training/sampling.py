@@ -4,10 +4,12 @@ A batch is ``batch_size`` cases drawn uniformly with replacement. For each one a
 *sampling* patch size (``initial_patch_size``: larger than the network patch so that rotation and
 scaling later find real image everywhere) is placed in the case:
 
-* **Random boxes** may start anywhere from ``-need_to_pad // 2`` to
-  ``shape + need_to_pad // 2 + need_to_pad % 2 - patch``, where
-  ``need_to_pad = initial_patch - final_patch`` (widened further when the case is smaller than
-  the sampling patch). That lets the *final* centre-cropped patch reach every border voxel.
+* **Random boxes** may start anywhere from ``floor(-need_to_pad / 2)`` to
+  ``shape + ceil(need_to_pad / 2) - patch``, where ``need_to_pad = initial_patch - final_patch``
+  (widened further when the case is smaller than the sampling patch): the same padding on both
+  sides, so the *final* centre-cropped patch reaches every border voxel. nnU-Net writes the lower
+  bound ``- need_to_pad // 2``, which Python evaluates as ``(-need_to_pad) // 2``: one voxel
+  further out than ``-(need_to_pad // 2)`` when ``need_to_pad`` is odd.
 * **Foreground boxes**: the last ``B - round(B * (1 - oversample))`` samples of every batch
   (``round(B * 0.33)`` for the usual sizes: 2 of 7, 3 of 9, 1 of 2) pick a foreground class
   present in the case, then one of its voxels from ``CASE_locations.npz``, and put it at the box
@@ -125,7 +127,7 @@ class PatchSampler:
             # a case smaller than the box: pad enough that the box fits, split over both sides
             if need[d] + shape[d] < box[d]:
                 need[d] = box[d] - shape[d]
-        lbs = [-(need[d] // 2) for d in range(dim)]
+        lbs = [(-need[d]) // 2 for d in range(dim)]  # floor, as nnU-Net's ``- need_to_pad[d] // 2``
         ubs = [shape[d] + need[d] // 2 + need[d] % 2 - box[d] for d in range(dim)]
         if force_fg:
             eligible = [k for k in sorted(class_locations) if len(class_locations[k]) > 0]
