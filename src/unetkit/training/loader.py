@@ -142,7 +142,9 @@ class BatchLoader:
         start_index: first batch index (resume at the iteration reached).
         finalize: called on each batch in the main process (e.g. GPU augmentation); defaults
             to ``make_batch.finalize`` when the batch function defines it.
-        worker_threads: torch threads per worker.
+        worker_threads: torch threads per worker, and for making a batch in the calling process
+            (``num_workers=0``) too: oneDNN's depthwise convolutions (the Gaussian blur) round
+            differently with other thread counts, and the batches must not depend on the workers.
     """
 
     def __init__(self, make_batch: Callable[[int], dict], num_workers: int, prefetch: int = 2,
@@ -157,6 +159,7 @@ class BatchLoader:
         self.prefetch = int(prefetch)
         self.next_index = int(start_index)
         self.finalize = finalize if finalize is not None else getattr(make_batch, "finalize", None)
+        self.worker_threads = int(worker_threads)
         self.wait_seconds = 0.0
         self.batches = 0
         self._closed = False
@@ -236,7 +239,7 @@ class BatchLoader:
         t0 = time.perf_counter()
         try:
             if self.num_workers == 0:
-                batch = self.make_batch(index)
+                batch = self._make_in_process(index)
             else:
                 batch = self._receive(index)
                 self._send_next()
@@ -249,6 +252,15 @@ class BatchLoader:
         if self.finalize is not None:
             batch = self.finalize(batch)
         return batch
+
+    def _make_in_process(self, index: int) -> dict:
+        """``make_batch(index)`` here, with the workers' thread count (then restored)."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.worker_threads)
+        try:
+            return self.make_batch(index)
+        finally:
+            torch.set_num_threads(threads)
 
     # ----------------------------------------------------------------------------- shutdown
 
