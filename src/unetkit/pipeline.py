@@ -68,7 +68,7 @@ def run_pipeline(raw: str | Path, workdir: str | Path | None = None, *, configur
                  folds: Sequence[int] = (0,), overrides: dict[str, Any] | None = None, device: str = "auto",
                  memory_gb: float | None = None, test_input: str | Path | None = None,
                  test_labels: str | Path | None = None, output: str | Path | None = None, mirror: bool = True,
-                 validate: bool = True, num_processes: int | None = None,
+                 validate: bool = True, num_processes: int | None = None, on_changed_data: str = "stop",
                  log: Callable[[str], None] | None = None) -> PipelineResult:
     """Plan, preprocess, train ``folds``, validate, select, predict and evaluate a raw dataset.
 
@@ -85,6 +85,13 @@ def run_pipeline(raw: str | Path, workdir: str | Path | None = None, *, configur
         output: where test predictions go (default ``W/predictions/CONFIG__ARCH``).
         mirror: test-time mirroring for validation and test predictions.
         validate: predict the folds' validation cases and select postprocessing on them.
+        on_changed_data: what to do with a trained fold whose training cases changed since
+            (``stop``, ``retrain`` or ``reuse``; see :func:`unetkit.training.trainer.train`).
+
+    Every stage compares the raw files' signatures with the ones its earlier output was made
+    from: the fingerprint and the changed cache entries are redone, a model trained on other
+    data stops the run (or is retrained), and kept predictions are redone when their input or
+    the model changed.
     """
     from unetkit.evaluation.evaluate import evaluate_folders
     from unetkit.evaluation.postprocessing import determine_postprocessing_pairs, save_postprocessing
@@ -128,7 +135,8 @@ def run_pipeline(raw: str | Path, workdir: str | Path | None = None, *, configur
     retrained: set[int] = set()
     for fold in folds:
         # resume=True: a rerun continues an interrupted fold, or reports a finished one as done.
-        trained = train(workdir, raw, configuration, fold, overrides, resume=True, echo=False)
+        trained = train(workdir, raw, configuration, fold, overrides, resume=True, echo=False,
+                        on_changed_data=on_changed_data)
         result.fold_dirs.append(trained.output_dir)
         if trained.seconds_per_iteration is not None:  # it trained now: earlier predictions are stale
             retrained.add(int(fold))
