@@ -152,3 +152,33 @@ def test_train_resume_refuses_a_checkpoint_of_other_data(raw, tmp_path) -> None:
         train(work, raw, "2d", 0, overrides, resume=True, echo=False)
     kept = train(work, raw, "2d", 0, overrides, resume=True, echo=False, on_changed_data="reuse")
     assert kept.seconds_per_iteration is None  # nothing trained: the old model was kept as asked
+
+
+def test_bench_runs_again_when_a_training_label_changed(tmp_path) -> None:
+    from unetkit.benchmark.runner import run_benchmark
+
+    write_raw_dataset(tmp_path / "SynA", num_cases=6, ndim=2, num_classes=1, shape_range=(40, 48))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: tiny\ndatasets:\n  SynA: {raw: SynA, test: {every: 3, offset: 2}}\n"
+                     "models:\n  - {name: plain_unet, kwargs: {n_stages: 4, features_per_stage: [4, 8, 16, 32]}}\n"
+                     "budget: {epochs: 1, iterations_per_epoch: 1, val_iterations: 1, batch_size: 2, "
+                     "num_workers: 0, planner: {device: cpu}}\npredict: {mirror: false}\n"
+                     "efficiency: {repeats: 1, warmup: 0}\n", encoding="utf-8")
+    out = tmp_path / "results"
+    run_benchmark(suite, out, jobs=1, threads=1, log=lambda m: None)
+    run = out / "runs" / "SynA__plain_unet__test"
+    first = json.loads((run / "run.json").read_text())
+    assert first["status"] == "done"
+    lines: list[str] = []
+    run_benchmark(suite, out, jobs=1, threads=1, log=lines.append)
+    assert json.loads((run / "run.json").read_text())["finished_at"] == first["finished_at"]  # nothing changed
+
+    erase_foreground(tmp_path / "SynA" / "labelsTr" / "case_000.png")  # a training case (test: 2 and 5)
+    lines.clear()
+    run_benchmark(suite, out, jobs=1, threads=1, log=lines.append)
+    assert any("data changed" in line and "changed: case_000" in line for line in lines), lines
+    again = json.loads((run / "run.json").read_text())
+    assert again["status"] == "done" and again["finished_at"] != first["finished_at"]
+    meta = json.loads((Path(again["model_dir"]) / "checkpoint_final.json").read_text())
+    view_cache = out / "work" / "SynA" / "preprocessed" / "2d" / "case_000.json"
+    assert meta["data_signatures"]["case_000"] == json.loads(view_cache.read_text())["raw_signature"]

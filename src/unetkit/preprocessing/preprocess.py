@@ -446,7 +446,7 @@ def _read_plans(path: Path) -> dict:
 def _output_folders(plans: dict, configurations: Sequence[str] | None, paths
                     ) -> tuple[dict[str, Path], dict[str, str]]:
     """``({config: cache folder}, {config: preprocessing fingerprint})``, one config per data_identifier."""
-    from unetkit.utils.names import check_data_identifier
+    from unetkit.utils.names import check_data_identifier, require_name
 
     available = list((plans.get("configurations") or {}).keys())
     selected = list(configurations) if configurations else available
@@ -459,6 +459,7 @@ def _output_folders(plans: dict, configurations: Sequence[str] | None, paths
     fingerprints: dict[str, str] = {}
     by_identifier: dict[str, str] = {}
     for cfg in selected:
+        require_name(cfg, 'configuration name (key of "configurations")', paths.plans)
         ident = check_data_identifier(plans["configurations"][cfg], cfg, paths.plans)
         fp = cache.preprocessing_fingerprint(plans, cfg)
         if ident in by_identifier:
