@@ -25,6 +25,7 @@ from pathlib import Path
 
 from unetkit.data.errors import DatasetJsonError
 from unetkit.data.io import SUPPORTED_ENDINGS
+from unetkit.utils.atomic import recover_directory
 from unetkit.utils.names import require_name
 
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -110,6 +111,7 @@ def load_dataset(root: str | Path) -> RawDataset:
     """
     root = Path(root)
     path = root / "dataset.json"
+    recover_directory(root)  # a replacement (import --overwrite) killed half way is finished first
     if not root.is_dir():
         raise DatasetJsonError("dataset folder not found", root)
     if not path.is_file():
