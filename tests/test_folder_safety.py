@@ -200,3 +200,41 @@ def test_full_disk_during_preprocess_names_the_file_and_keeps_other_cases(tmp_pa
     assert "case_001.json" not in after
     again = preprocess_dataset(raw, work, num_processes=1, progress=False)
     assert again.processed["2d"] == 1
+
+
+# ----------------------------------------------------------------------------- remaining plain writes
+
+def test_demo_suite_survives_a_path_with_yaml_syntax(tmp_path) -> None:
+    from unetkit.benchmark.suite import load_suite
+    from unetkit.cli.demo_cmd import demo_suite_text
+
+    raw = tmp_path / "data: v2 #final" / "DemoBlobs"
+    raw.mkdir(parents=True)
+    suite = tmp_path / "demo_suite.yaml"
+    suite.write_text(demo_suite_text(raw, 6, 3), encoding="utf-8")
+    loaded = load_suite(suite)
+    assert loaded.datasets["DemoBlobs"].raw == raw
+    assert loaded.training["iterations_per_epoch"] == 6 and loaded.training["seed"] == 3
+
+
+def test_profile_json_replaces_the_file_instead_of_rewriting_it(tmp_path) -> None:
+    from unetkit.cli import main
+
+    out = tmp_path / "profile.json"
+    out.write_text("previous\n")
+    inode = out.stat().st_ino
+    assert main(["profile", "plain_unet", "--patch", "64", "64", "--repeats", "1", "--warmup", "0",
+                 "--device", "cpu", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["name"] == "plain_unet"
+    # A new file renamed into place (what atomic writes do); writing in place keeps the inode and
+    # leaves a truncated file to any reader while it runs.
+    assert out.stat().st_ino != inode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["profile.json"]
+
+
+def test_demo_output_folder_is_ignored_by_git() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo / ".git").exists():
+        pytest.skip("not a git checkout")
+    result = subprocess.run(["git", "check-ignore", "-q", "unetkit_demo/work/plans.json"], cwd=repo)
+    assert result.returncode == 0, "unetkit demo's default output folder would show up as untracked files"
