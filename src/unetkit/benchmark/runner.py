@@ -460,6 +460,23 @@ def _spec_changes(spec: dict[str, Any]) -> list[str]:
 
 # ----------------------------------------------------------------------------- execution
 
+def _die_with_parent() -> None:
+    """In the worker (before exec): SIGKILL it when the driver dies, however the driver dies.
+
+    The worker runs in its own session so that a timeout can kill its whole group; without this,
+    a driver killed with SIGKILL would leave it training on, and the rerun's worker would find
+    the fold locked by it. Linux only (prctl PR_SET_PDEATHSIG); elsewhere nothing changes.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def execute_run(spec_path: str, threads: int, timeout: float | None = None) -> dict[str, Any]:
     """Run one spec in a fresh worker process; always returns (and leaves) a run.json record.
 
@@ -482,7 +499,8 @@ def execute_run(spec_path: str, threads: int, timeout: float | None = None) -> d
         log_file.flush()
         # A new session: on timeout the whole process group (data-loading workers included) is killed.
         proc = subprocess.Popen([sys.executable, "-m", "unetkit.benchmark.worker", str(spec_file)],
-                                stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                preexec_fn=_die_with_parent)
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
