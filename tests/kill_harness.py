@@ -81,18 +81,32 @@ def run_to_end(args: list[str], log: Path) -> float:
     return time.perf_counter() - t0
 
 
-def run_and_kill(args: list[str], moment: float, log: Path) -> bool:
-    """Start the command and SIGKILL its process group after ``moment`` s; True if it was killed."""
+def survivors(marker: str) -> list[int]:
+    """Process ids whose command line mentions ``marker`` (Linux /proc; empty elsewhere)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def run_and_kill(args: list[str], moment: float, log: Path) -> int | None:
+    """Start the command and SIGKILL its process group after ``moment`` s.
+
+    Returns None when it was killed, else its exit status (it finished first).
+    """
     with open(log, "ab") as handle:
         proc = subprocess.Popen(_cli(args), env=_env(), stdout=handle, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         try:
-            proc.wait(timeout=moment)
-            return False  # it finished first
+            return proc.wait(timeout=moment)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            return True
+            return None
 
 
 # ----------------------------------------------------------------------------- the data
@@ -236,13 +250,26 @@ def exercise(name: str, command: Command, kills: int, rng: random.Random, root: 
         moment = round(rng.uniform(0.0, seconds), 3)
         outcome.moments.append(moment)
         work = _fresh(command.start_state, root / f"{name}_kill")
-        killed = run_and_kill(command.args(work), moment, root / f"{name}.log")
+        status = run_and_kill(command.args(work), moment, root / f"{name}.log")
+        time.sleep(0.5)
+        # Anything of the killed command still running (a worker in its own session) would go on
+        # writing into the folder while the rerun works there.
+        left = survivors(str(work))
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         run_to_end(command.args(work), root / f"{name}.log")
         outcome.reruns += 1
         problems = command.compare(reference, work)
+        if left:
+            problems.append(f"{len(left)} process(es) of the killed command kept running")
+        if status not in (None, 0):
+            problems.append(f"the run to be killed failed by itself (exit status {status})")
         outcome.mismatches += [f"kill at {moment} s: {p}" for p in problems]
         say(f"{name}: kill {i + 1}/{kills} at {moment:.3f} s of {seconds:.1f} s "
-            f"({'killed' if killed else 'finished before the kill'}), rerun "
+            f"({'killed' if status is None else 'finished before the kill'}), rerun "
             f"{'matches' if not problems else 'DIFFERS: ' + '; '.join(problems)}")
     return outcome
 

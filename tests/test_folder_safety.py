@@ -238,3 +238,33 @@ def test_demo_output_folder_is_ignored_by_git() -> None:
         pytest.skip("not a git checkout")
     result = subprocess.run(["git", "check-ignore", "-q", "unetkit_demo/work/plans.json"], cwd=repo)
     assert result.returncode == 0, "unetkit demo's default output folder would show up as untracked files"
+
+
+# ----------------------------------------------------------------------------- bench workers
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+def test_bench_worker_dies_with_its_killed_driver() -> None:
+    """A worker runs in its own session (for timeouts); SIGKILL of the driver must not orphan it."""
+    driver = _python("""
+        import subprocess, sys, time
+        from unetkit.benchmark.runner import _die_with_parent
+        worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                  start_new_session=True, preexec_fn=_die_with_parent)
+        print(worker.pid, flush=True)
+        time.sleep(60)
+    """)
+    worker_pid = int(driver.stdout.readline())
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{worker_pid}/stat") as handle:
+                if handle.read().split(") ")[1].startswith("Z"):
+                    break  # killed, waiting for init to reap it
+        except FileNotFoundError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(worker_pid, signal.SIGKILL)
+        pytest.fail("the worker kept running after its driver was killed")
