@@ -182,3 +182,20 @@ def test_bench_runs_again_when_a_training_label_changed(tmp_path) -> None:
     meta = json.loads((Path(again["model_dir"]) / "checkpoint_final.json").read_text())
     view_cache = out / "work" / "SynA" / "preprocessed" / "2d" / "case_000.json"
     assert meta["data_signatures"]["case_000"] == json.loads(view_cache.read_text())["raw_signature"]
+
+
+def test_train_refuses_a_cache_older_than_the_raw_files(raw, tmp_path) -> None:
+    from unetkit.planning import plan_dataset
+    from unetkit.preprocessing import preprocess_dataset
+    from unetkit.training.trainer import TrainingError, train
+
+    work = tmp_path / "w"
+    plan_dataset(raw, work, num_processes=1)
+    preprocess_dataset(raw, work, num_processes=1, progress=False)
+    erase_foreground(raw / "labelsTr" / "case_004.png")
+    overrides = {"epochs": 1, "iterations_per_epoch": 1, "val_iterations": 1, "num_workers": 0, "batch_size": 2,
+                 "device": "cpu"}
+    with pytest.raises(TrainingError, match=r"case_004.*unetkit preprocess"):
+        train(work, raw, "2d", 0, overrides, echo=False)
+    preprocess_dataset(raw, work, num_processes=1, progress=False)
+    assert train(work, raw, "2d", 0, overrides, echo=False).epochs_done == 1

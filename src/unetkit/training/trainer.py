@@ -452,6 +452,7 @@ def _train(workdir, dataset, configuration, fold, overrides, resume, echo, ctx: 
         resume_name, _, meta = _find_resume(workdir, dataset, configuration, fold, overrides)
     run = prepare_run(workdir, dataset, configuration, fold, overrides, write=ctx.is_main,
                       saved_config=meta.get("training_config"))
+    _check_cache_is_current(run, dataset)
     out = run.output_dir
     if not resume and latest_resumable(out) is not None:
         raise TrainingError(f"{out} already holds checkpoints of an earlier run; pass --resume to continue it, "
@@ -472,6 +473,23 @@ def _train(workdir, dataset, configuration, fold, overrides, resume, echo, ctx: 
             return _run_loop(run, resume_name, log, ctx)
         finally:
             log.close()
+
+
+def _check_cache_is_current(run: TrainingRun, dataset: str | Path) -> None:
+    """Refuse to train on cache entries older than the raw files (when ``dataset`` is a raw folder)."""
+    from unetkit.data.dataset import load_dataset
+    from unetkit.data.signature import case_signature
+
+    if not (Path(dataset) / "dataset.json").is_file():
+        return  # a dataset name: only the work folder is known
+    cases = {c.name: c for c in load_dataset(dataset).training_cases()}
+    stale = sorted(name for name, recorded in run.data_signatures.items()
+                   if recorded is not None and name in cases
+                   and case_signature(cases[name].images, cases[name].label) != recorded)
+    if stale:
+        shown = ", ".join(stale[:8]) + (f" and {len(stale) - 8} more" if len(stale) > 8 else "")
+        raise TrainingError(f"the raw files of {len(stale)} case(s) changed since they were preprocessed "
+                            f"({shown}); run `unetkit preprocess {dataset}` first (it redoes only those cases)")
 
 
 def _check_same_data(run: TrainingRun, resume_name: str, meta: dict, policy: str, ctx: DistContext) -> str | None:
