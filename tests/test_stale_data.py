@@ -91,6 +91,7 @@ def test_run_after_a_label_fix_redoes_cache_and_refuses_the_old_model(raw, tmp_p
     meta = json.loads((fold / "checkpoint_final.json").read_text())
     assert meta["data_signatures"]["case_001"] == props["raw_signature"]
     assert (fold / "checkpoint_final.safetensors").read_bytes() != old_weights
+    assert "trained again from scratch" in (fold / "train.log").read_text()
     assert (predictions / "case_006.png").stat().st_mtime_ns != prediction_stamp
 
 
@@ -152,6 +153,8 @@ def test_train_resume_refuses_a_checkpoint_of_other_data(raw, tmp_path) -> None:
         train(work, raw, "2d", 0, overrides, resume=True, echo=False)
     kept = train(work, raw, "2d", 0, overrides, resume=True, echo=False, on_changed_data="reuse")
     assert kept.seconds_per_iteration is None  # nothing trained: the old model was kept as asked
+    assert "continuing with checkpoint_final although the training data changed since (changed: case_003)" \
+        in (kept.output_dir / "train.log").read_text()
 
 
 def test_bench_runs_again_when_a_training_label_changed(tmp_path) -> None:

@@ -462,14 +462,14 @@ def _train(workdir, dataset, configuration, fold, overrides, resume, echo, ctx: 
     # One training process per fold folder (the ranks of one torchrun job are one run).
     lock = folder_lock(out, "unetkit train") if ctx.is_main else contextlib.nullcontext()
     with lock:
+        note = None
         if resume_name is not None:
-            resume_name = _check_same_data(run, resume_name, meta, on_changed_data, ctx)
+            resume_name, note = _check_same_data(run, resume_name, meta, on_changed_data, ctx)
         barrier(ctx)
         log = RunLog(out / "train.log", enabled=ctx.is_main, echo=echo)
         try:
-            if resume_name is not None and on_changed_data == "reuse" and meta.get("data_signatures") is not None:
-                log(f"note: reusing {resume_name} although its training data differ from the cache now "
-                    "(on_changed_data=reuse)")
+            if note:
+                log(note)
             return _run_loop(run, resume_name, log, ctx)
         finally:
             log.close()
@@ -492,19 +492,23 @@ def _check_cache_is_current(run: TrainingRun, dataset: str | Path) -> None:
                             f"({shown}); run `unetkit preprocess {dataset}` first (it redoes only those cases)")
 
 
-def _check_same_data(run: TrainingRun, resume_name: str, meta: dict, policy: str, ctx: DistContext) -> str | None:
-    """The checkpoint to resume, after comparing the data it was trained on with the cache now.
+def _check_same_data(run: TrainingRun, resume_name: str, meta: dict, policy: str, ctx: DistContext
+                     ) -> tuple[str | None, str | None]:
+    """The checkpoint to resume (None after ``retrain`` removed it) and a note for the log.
 
-    Returns ``resume_name``, or None after ``retrain`` removed the stale checkpoints.
+    Compares the data the checkpoint was trained on (``data_signatures``) with the cache now.
     """
     from unetkit.data.signature import compare_signatures
 
     recorded = meta.get("data_signatures")
     if not isinstance(recorded, dict):
-        return resume_name  # written by an older unetkit: nothing to compare with
+        return resume_name, None  # written by an older unetkit: nothing to compare with
     diff = compare_signatures(recorded, run.data_signatures)
-    if not diff or policy == "reuse":
-        return resume_name
+    if not diff:
+        return resume_name, None
+    if policy == "reuse":
+        return resume_name, (f"note: continuing with {resume_name} although the training data changed since "
+                             f"({diff.describe()}), as asked (--on-changed-data reuse)")
     if policy == "stop":
         raise TrainingError(
             f"{run.output_dir}/{resume_name} was trained on other data than the preprocessed cases now "
@@ -521,9 +525,9 @@ def _check_same_data(run: TrainingRun, resume_name: str, meta: dict, policy: str
             import shutil
 
             shutil.rmtree(validation)
-        print(f"note: {run.output_dir}: the training data changed ({diff.describe()}); training again from "
-              "scratch", flush=True)
-    return None
+    return None, (f"note: the training data changed since {resume_name} was written ({diff.describe()}); "
+                  "its checkpoints were deleted and the fold is trained again from scratch (--on-changed-data "
+                  "retrain)")
 
 
 def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistContext) -> TrainResult:
