@@ -35,9 +35,9 @@ import numpy as np
 import torch
 
 from unetkit.data.errors import DataError
+from unetkit.data.io import MEDICAL_ENDINGS, PICTURE_ENDINGS, SUPPORTED_ENDINGS, Geometry, file_ending
 from unetkit.data.signature import files_signature
 from unetkit.inference import provenance
-from unetkit.data.io import MEDICAL_ENDINGS, PICTURE_ENDINGS, SUPPORTED_ENDINGS, Geometry, file_ending
 from unetkit.inference.export import LabelLayout, output_ending_for, prediction_paths, probabilities_to_labels, \
     write_prediction
 from unetkit.inference.sliding_window import DEFAULT_STEP_SIZE, sliding_window_logits
