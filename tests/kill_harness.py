@@ -58,6 +58,7 @@ class Outcome:
 
     command: str
     moments: list[float] = field(default_factory=list)
+    killed: int = 0                       # moments that came before the command had finished
     reruns: int = 0
     mismatches: list[str] = field(default_factory=list)
 
@@ -251,6 +252,7 @@ def exercise(name: str, command: Command, kills: int, rng: random.Random, root: 
         outcome.moments.append(moment)
         work = _fresh(command.start_state, root / f"{name}_kill")
         status = run_and_kill(command.args(work), moment, root / f"{name}.log")
+        outcome.killed += status is None
         time.sleep(0.5)
         # Anything of the killed command still running (a worker in its own session) would go on
         # writing into the folder while the rerun works there.
@@ -284,10 +286,12 @@ def run_harness(root: Path, kills: int, seed: int, which: tuple[str, ...] = COMM
 
 
 def summary_line(outcomes: list[Outcome]) -> str:
-    kills = sum(len(o.moments) for o in outcomes)
+    moments = sum(len(o.moments) for o in outcomes)
+    killed = sum(o.killed for o in outcomes)
     reruns = sum(o.reruns for o in outcomes)
     mismatches = sum(len(o.mismatches) for o in outcomes)
-    return f"kill harness: {kills} kills, {reruns} reruns, {mismatches} mismatches ({', '.join(o.command for o in outcomes)})"
+    return (f"kill harness: {moments} kills ({killed} before the command finished), {reruns} reruns, "
+            f"{mismatches} mismatches ({', '.join(o.command for o in outcomes)})")
 
 
 def main(argv: list[str] | None = None) -> int:
