@@ -33,8 +33,8 @@ import numpy as np
 
 from unetkit.data.dataset import CHANNEL_SUFFIX, RawDataset, load_dataset, resolve_inside
 from unetkit.data.errors import DataError, DatasetJsonError
-from unetkit.utils.names import name_problem
 from unetkit.data.io import LOSSY_ENDINGS, Geometry, file_ending, read_image
+from unetkit.utils.names import name_problem
 
 Severity = Literal["error", "warning"]
 
