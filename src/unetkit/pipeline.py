@@ -68,7 +68,7 @@ def run_pipeline(raw: str | Path, workdir: str | Path | None = None, *, configur
                  folds: Sequence[int] = (0,), overrides: dict[str, Any] | None = None, device: str = "auto",
                  memory_gb: float | None = None, test_input: str | Path | None = None,
                  test_labels: str | Path | None = None, output: str | Path | None = None, mirror: bool = True,
-                 validate: bool = True, num_processes: int | None = None,
+                 validate: bool = True, num_processes: int | None = None, on_changed_data: str = "stop",
                  log: Callable[[str], None] | None = None) -> PipelineResult:
     """Plan, preprocess, train ``folds``, validate, select, predict and evaluate a raw dataset.
 
@@ -85,15 +85,18 @@ def run_pipeline(raw: str | Path, workdir: str | Path | None = None, *, configur
         output: where test predictions go (default ``W/predictions/CONFIG__ARCH``).
         mirror: test-time mirroring for validation and test predictions.
         validate: predict the folds' validation cases and select postprocessing on them.
+        on_changed_data: what to do with a trained fold whose training cases changed since
+            (``stop``, ``retrain`` or ``reuse``; see :func:`unetkit.training.trainer.train`).
+
+    Every stage compares the raw files' signatures with the ones its earlier output was made
+    from: the fingerprint and the changed cache entries are redone, a model trained on other
+    data stops the run (or is retrained), and kept predictions are redone when their input or
+    the model changed.
     """
-    from unetkit.evaluation.evaluate import evaluate_folders
-    from unetkit.evaluation.postprocessing import determine_postprocessing_pairs, save_postprocessing
     from unetkit.inference.predictor import Predictor
-    from unetkit.inference.validation import predict_validation
     from unetkit.planning import load_plans, plan_dataset
     from unetkit.preprocessing import preprocess_dataset
     from unetkit.training.trainer import train
-    from unetkit.utils.atomic import read_json
     from unetkit.utils.paths import WorkPaths
 
     say = log or (lambda message: None)
@@ -128,7 +131,8 @@ def run_pipeline(raw: str | Path, workdir: str | Path | None = None, *, configur
     retrained: set[int] = set()
     for fold in folds:
         # resume=True: a rerun continues an interrupted fold, or reports a finished one as done.
-        trained = train(workdir, raw, configuration, fold, overrides, resume=True, echo=False)
+        trained = train(workdir, raw, configuration, fold, overrides, resume=True, echo=False,
+                        on_changed_data=on_changed_data)
         result.fold_dirs.append(trained.output_dir)
         if trained.seconds_per_iteration is not None:  # it trained now: earlier predictions are stale
             retrained.add(int(fold))
@@ -138,25 +142,7 @@ def run_pipeline(raw: str | Path, workdir: str | Path | None = None, *, configur
 
     if validate:
         t = time.perf_counter()
-        for fold, fold_dir in zip(folds, result.fold_dirs):
-            validation = predict_validation(fold_dir, device=device, mirror=mirror,
-                                            skip_existing=int(fold) not in retrained,
-                                            num_processes=num_processes)
-            dice = (validation.summary or {}).get("foreground_mean", {}).get("Dice")
-            result.validation_dice[int(fold)] = dice
-            say(f"validate: fold {fold} mean foreground Dice {_fmt(dice)} -> {validation.folder}")
-        # nnU-Net's rule, on this configuration's own cross-validation predictions (`unetkit
-        # select` does the same across every trained configuration and their ensembles).
-        ending = str(plans.get("file_ending") or "")
-        pairs = [(case, fold_dir / "validation" / f"{case}{ending}", raw / "labelsTr" / f"{case}{ending}")
-                 for fold_dir in result.fold_dirs
-                 for case in read_json(fold_dir / "training_config.json")["val_cases"]]
-        spec = determine_postprocessing_pairs(pairs, plans["labels"], num_processes=num_processes)
-        result.postprocessing = save_postprocessing(spec, result.model_dir)
-        steps = spec.get("steps") or []
-        say(f"postprocess: {len(steps)} step(s) kept (mean foreground Dice "
-            f"{_fmt(spec['dice_before']['foreground_mean'])} -> {_fmt(spec['dice_after']['foreground_mean'])}) "
-            f"-> {result.postprocessing}")
+        _validate_and_select(result, folds, retrained, raw, plans, device, mirror, num_processes, say)
         seconds["validate"] = time.perf_counter() - t
 
     test_input = Path(test_input) if test_input else (raw / "imagesTs" if (raw / "imagesTs").is_dir() else None)
@@ -171,7 +157,9 @@ def run_pipeline(raw: str | Path, workdir: str | Path | None = None, *, configur
     summary = predictor.predict_files(test_input, output, skip_existing=not retrained)
     result.predictions = output
     result.num_predicted = len(summary.case_seconds) + len(summary.skipped)
-    say(f"predict: {result.num_predicted} case(s) -> {output}")
+    redone = f" ({len(summary.stale)} made earlier from other inputs or by another model: predicted again)" \
+        if summary.stale else ""
+    say(f"predict: {result.num_predicted} case(s) -> {output}{redone}")
     seconds["predict"] = time.perf_counter() - t
 
     test_labels = Path(test_labels) if test_labels else (raw / "labelsTs" if (raw / "labelsTs").is_dir() else None)
@@ -179,17 +167,53 @@ def run_pipeline(raw: str | Path, workdir: str | Path | None = None, *, configur
         say("evaluate: no test labels (RAW/labelsTs absent and none given); predictions not evaluated")
     else:
         t = time.perf_counter()
-        evaluation = evaluate_folders(output, test_labels, plans["labels"], num_processes=num_processes,
-                                      allow_missing=True)
-        result.evaluation = output / "summary.json"
-        result.test_dice = evaluation["foreground_mean"].get("Dice")
-        result.test_dice_per_label = {evaluation["label_names"].get(k, k): evaluation["mean"][k]["Dice"]
-                                      for k in evaluation["labels"]}
-        say(f"evaluate: mean foreground Dice {_fmt(result.test_dice)} "
-            f"({', '.join(f'{k} {_fmt(v)}' for k, v in result.test_dice_per_label.items())}) -> {result.evaluation}")
+        _evaluate_test(result, output, test_labels, plans, num_processes, say)
         seconds["evaluate"] = time.perf_counter() - t
     result.seconds = seconds
     return result
+
+
+def _validate_and_select(result: PipelineResult, folds: Sequence[int], retrained: set[int], raw: Path, plans: dict,
+                         device: str, mirror: bool, num_processes: int | None, say: Callable[[str], None]) -> None:
+    """Predict the folds' validation cases, then decide the postprocessing on them."""
+    from unetkit.evaluation.postprocessing import determine_postprocessing_pairs, save_postprocessing
+    from unetkit.inference.validation import predict_validation
+    from unetkit.utils.atomic import read_json
+
+    for fold, fold_dir in zip(folds, result.fold_dirs):
+        validation = predict_validation(fold_dir, device=device, mirror=mirror,
+                                        skip_existing=int(fold) not in retrained,
+                                        num_processes=num_processes)
+        dice = (validation.summary or {}).get("foreground_mean", {}).get("Dice")
+        result.validation_dice[int(fold)] = dice
+        say(f"validate: fold {fold} mean foreground Dice {_fmt(dice)} -> {validation.folder}")
+    # nnU-Net's rule, on this configuration's own cross-validation predictions (`unetkit
+    # select` does the same across every trained configuration and their ensembles).
+    ending = str(plans.get("file_ending") or "")
+    pairs = [(case, fold_dir / "validation" / f"{case}{ending}", raw / "labelsTr" / f"{case}{ending}")
+             for fold_dir in result.fold_dirs
+             for case in read_json(fold_dir / "training_config.json")["val_cases"]]
+    spec = determine_postprocessing_pairs(pairs, plans["labels"], num_processes=num_processes)
+    result.postprocessing = save_postprocessing(spec, result.model_dir)
+    steps = spec.get("steps") or []
+    say(f"postprocess: {len(steps)} step(s) kept (mean foreground Dice "
+        f"{_fmt(spec['dice_before']['foreground_mean'])} -> {_fmt(spec['dice_after']['foreground_mean'])}) "
+        f"-> {result.postprocessing}")
+
+
+def _evaluate_test(result: PipelineResult, output: Path, test_labels: Path, plans: dict,
+                   num_processes: int | None, say: Callable[[str], None]) -> None:
+    """Evaluate the test predictions against their references; the numbers go into ``result``."""
+    from unetkit.evaluation.evaluate import evaluate_folders
+
+    evaluation = evaluate_folders(output, test_labels, plans["labels"], num_processes=num_processes,
+                                  allow_missing=True)
+    result.evaluation = output / "summary.json"
+    result.test_dice = evaluation["foreground_mean"].get("Dice")
+    result.test_dice_per_label = {evaluation["label_names"].get(k, k): evaluation["mean"][k]["Dice"]
+                                  for k in evaluation["labels"]}
+    say(f"evaluate: mean foreground Dice {_fmt(result.test_dice)} "
+        f"({', '.join(f'{k} {_fmt(v)}' for k, v in result.test_dice_per_label.items())}) -> {result.evaluation}")
 
 
 __all__ = ["run_pipeline", "PipelineResult", "default_configuration"]

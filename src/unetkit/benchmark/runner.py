@@ -357,10 +357,32 @@ def run_ids(suite: Suite) -> list[str]:
     return ids
 
 
+def _test_signatures(test: TestSet) -> dict[str, str]:
+    """``{case: signature of its original image files and its label}`` of a test set."""
+    from unetkit.data.io import file_ending
+    from unetkit.data.signature import files_signature
+
+    labels = {f.name[: -len(file_ending(f))]: f for f in test.labels.iterdir()} if test.labels.is_dir() else {}
+    return {case: files_signature([*files, *([labels[case]] if case in labels else [])])
+            for case, files in sorted(test.case_images.items())}
+
+
+def data_signatures(ds: PreparedDataset) -> dict[str, dict[str, str]]:
+    """The raw files a dataset's runs depend on: ``{"train": {case: sig}, "test:FOLD": {case: sig}}``."""
+    from unetkit.data.dataset import load_dataset
+    from unetkit.data.signature import dataset_signatures
+
+    out = {"train": dataset_signatures(load_dataset(ds.info["view"]).training_cases())}
+    for fold, test in ds.tests.items():
+        out[f"test:{fold}"] = _test_signatures(test)
+    return out
+
+
 def make_specs(suite: Suite, prepared: dict[str, PreparedDataset], results: Path) -> list[dict[str, Any]]:
     """The spec of every run; zero-shot runs last (they need their source run's model)."""
     work = results / "work"
     specs: list[dict[str, Any]] = []
+    signatures = {name: data_signatures(ds) for name, ds in prepared.items()}
     common = {"workdir": str(work), "training": suite.training, "predict": suite.predict,
               "efficiency": suite.efficiency}
     for ds in prepared.values():
@@ -373,7 +395,9 @@ def make_specs(suite: Suite, prepared: dict[str, PreparedDataset], results: Path
                               "base_configuration": ds.configuration, "fold": fold, "train_fold": test.train_fold,
                               "test_images": str(test.images), "test_labels": str(test.labels),
                               "test_cases": sorted(test.case_images), "test_case_images": test.case_images,
-                              "labels": ds.labels, "output": str(results / "runs" / run_id)})
+                              "labels": ds.labels, "output": str(results / "runs" / run_id),
+                              "data_signatures": {"train": signatures[ds.name]["train"],
+                                                  "test": signatures[ds.name][f"test:{fold}"]}})
     for pair in suite.zero_shot:
         source, target = prepared[pair.source], prepared[pair.target]
         test = _zero_shot_set(target, work)
@@ -389,7 +413,9 @@ def make_specs(suite: Suite, prepared: dict[str, PreparedDataset], results: Path
                           "source_run_json": str(results / "runs" / source_id / "run.json"),
                           "test_images": str(test.images), "test_labels": str(test.labels),
                           "test_cases": sorted(test.case_images), "test_case_images": test.case_images,
-                          "labels": target.labels, "output": str(results / "runs" / run_id)})
+                          "labels": target.labels, "output": str(results / "runs" / run_id),
+                          "data_signatures": {"train": signatures[source.name]["train"],
+                                              "test": _test_signatures(test)}})
     return specs
 
 
@@ -414,6 +440,24 @@ def _status(spec: dict[str, Any]) -> tuple[str, dict | None]:
     return record.get("status", "failed"), record
 
 
+def _data_changes(spec: dict[str, Any]) -> str | None:
+    """Which raw cases changed since the run's result was made (None when none did)."""
+    from unetkit.data.signature import compare_signatures
+
+    old_path = Path(spec["output"]) / "spec.json"
+    if not old_path.is_file():
+        return None
+    old = read_json(old_path).get("data_signatures")
+    if not isinstance(old, dict):
+        return None  # made by an older unetkit: nothing to compare with, kept like before
+    parts = []
+    for part in ("train", "test"):
+        diff = compare_signatures(old.get(part) or {}, spec["data_signatures"][part])
+        if diff:
+            parts.append(f"{part} cases {diff.describe()}")
+    return "; ".join(parts) or None
+
+
 def _spec_changes(spec: dict[str, Any]) -> list[str]:
     old_path = Path(spec["output"]) / "spec.json"
     if not old_path.is_file():
@@ -423,6 +467,23 @@ def _spec_changes(spec: dict[str, Any]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- execution
+
+def _die_with_parent() -> None:
+    """In the worker (before exec): SIGKILL it when the driver dies, however the driver dies.
+
+    The worker runs in its own session so that a timeout can kill its whole group; without this,
+    a driver killed with SIGKILL would leave it training on, and the rerun's worker would find
+    the fold locked by it. Linux only (prctl PR_SET_PDEATHSIG); elsewhere nothing changes.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
 
 def execute_run(spec_path: str, threads: int, timeout: float | None = None) -> dict[str, Any]:
     """Run one spec in a fresh worker process; always returns (and leaves) a run.json record.
@@ -446,7 +507,8 @@ def execute_run(spec_path: str, threads: int, timeout: float | None = None) -> d
         log_file.flush()
         # A new session: on timeout the whole process group (data-loading workers included) is killed.
         proc = subprocess.Popen([sys.executable, "-m", "unetkit.benchmark.worker", str(spec_file)],
-                                stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                preexec_fn=_die_with_parent)
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -665,7 +727,10 @@ def run_benchmark(suite_path: str | Path, output: str | Path, *, backend: str = 
             todo: list[tuple[dict, Path]] = []
             for spec in (s for s in specs if s["kind"] == phase):
                 status, _ = _status(spec)
-                if status == "done" or (status == "failed" and not retry_failed):
+                changed = _data_changes(spec) if status == "done" else None
+                if changed:
+                    log(f"{spec['run_id']}: its data changed since ({changed}); running it again")
+                if not changed and (status == "done" or (status == "failed" and not retry_failed)):
                     changes = _spec_changes(spec)
                     if changes:
                         log(f"note: {spec['run_id']} was made with other settings ({', '.join(changes)}); kept")

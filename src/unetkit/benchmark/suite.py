@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from unetkit.utils.names import MAX_NAME_LENGTH, name_problem
+
 #: Suite keys, dataset keys, split keys: anything else is refused (typos would silently do nothing).
 SUITE_KEYS = ("name", "raw_root", "datasets", "models", "baseline", "budget", "zero_shot", "predict", "efficiency")
 DATASET_KEYS = ("raw", "configuration", "folds", "test", "test_cases", "max_cases")
@@ -157,8 +159,10 @@ def _int(value: Any, path: Path, key: str, minimum: int) -> int:
 
 def _name(value: Any, path: Path, key: str, what: str) -> str:
     text = str(value)
-    if not NAME_PATTERN.match(text):
-        raise SuiteError(f"{_where(path, key)}: {what} {text!r} must be letters, digits, '.', '-' and single '_' "
+    # fullmatch: with match, "$" also matches before a trailing newline ("a\n" passed).
+    if not NAME_PATTERN.fullmatch(text) or name_problem(text) is not None:
+        raise SuiteError(f"{_where(path, key)}: {what} {text!r} must be letters, digits, '.', '-' and single '_', "
+                         f"at most {MAX_NAME_LENGTH} characters "
                          "(it becomes a folder name and part of run ids DATASET__MODEL__FOLD)")
     return text
 

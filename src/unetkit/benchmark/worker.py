@@ -86,9 +86,11 @@ def _train(spec: dict) -> tuple[Path, dict[str, Any]]:
     overrides = dict(spec["training"])
     overrides["arch"] = spec["arch"]
     # resume=True continues an interrupted run from checkpoint_latest (or finds it finished),
-    # so a rerun after a crash does not start the training over.
+    # so a rerun after a crash does not start the training over. A model trained on cases whose
+    # raw files changed since is trained again: the bench owns its work folder, and its tables
+    # must describe the data as it is.
     result = train(spec["workdir"], spec["dataset"], spec["configuration"], spec["train_fold"], overrides,
-                   resume=True, echo=False)
+                   resume=True, echo=False, on_changed_data="retrain")
     model_dir = Path(result.output_dir)
     ckpt = load_checkpoint(model_dir, "checkpoint_final", with_state=False)
     meta = ckpt.meta
@@ -117,7 +119,7 @@ def _predict(spec: dict, model_dir: Path, out: Path) -> dict[str, Any]:
                                          mirror=bool(options.get("mirror", True)),
                                          **({"step_size": float(options["step_size"])} if "step_size" in options
                                             else {}), progress=False)
-    summary = predictor.predict_files(spec["test_images"], pred_dir)
+    summary = predictor.predict_files(spec["test_images"], pred_dir, record=False)  # never continued
     seconds = list(summary.case_seconds.values())
     return {"prediction_dir": str(pred_dir), "num_predicted": len(summary.written),
             "predict_seconds_per_case": sum(seconds) / len(seconds) if seconds else None}

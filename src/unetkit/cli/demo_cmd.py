@@ -106,20 +106,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-DEMO_SUITE = """\
-# The demo's benchmark: two models under one recipe (same plan, budget and split).
-name: demo
-datasets:
-  DemoBlobs:
-    raw: {raw}
-    configuration: 3d_fullres
-    test: imagesTs
-models: [plain_unet, attention_unet]
-budget: {{epochs: 2, iterations_per_epoch: {iterations}, val_iterations: 2, batch_size: 2, num_workers: 0,
-          seed: {seed}, planner: {{device: cpu}}}}
-predict: {{mirror: false}}
-efficiency: {{repeats: 3, warmup: 1}}
-"""
+def demo_suite_text(raw: Path, iterations: int, seed: int) -> str:
+    """The demo's suite file, written by the YAML library (a path with ': ' or ' #' stays one string)."""
+    import yaml
+
+    suite = {"name": "demo",
+             "datasets": {"DemoBlobs": {"raw": str(raw), "configuration": "3d_fullres", "test": "imagesTs"}},
+             "models": ["plain_unet", "attention_unet"],
+             "budget": {"epochs": 2, "iterations_per_epoch": int(iterations), "val_iterations": 2, "batch_size": 2,
+                        "num_workers": 0, "seed": int(seed), "planner": {"device": "cpu"}},
+             "predict": {"mirror": False}, "efficiency": {"repeats": 3, "warmup": 1}}
+    header = "# The demo's benchmark: two models under one recipe (same plan, budget and split).\n"
+    return header + yaml.safe_dump(suite, sort_keys=False, default_flow_style=None, allow_unicode=True)
 
 
 def _bench_and_report(out: Path, raw: Path, args: argparse.Namespace) -> None:
@@ -130,7 +128,7 @@ def _bench_and_report(out: Path, raw: Path, args: argparse.Namespace) -> None:
     from unetkit.utils.atomic import atomic_write_text
 
     suite = out / "demo_suite.yaml"
-    atomic_write_text(suite, DEMO_SUITE.format(raw=raw, iterations=max(2, args.iterations // 2), seed=args.seed))
+    atomic_write_text(suite, demo_suite_text(raw, max(2, args.iterations // 2), args.seed))
     results = out / "bench"
     t = _step(5, "benchmark: plain_unet vs attention_unet, same plan and budget (2 epochs each)")
     summary = run_benchmark(suite, results, log=lambda m: print(f"    {m}", flush=True),

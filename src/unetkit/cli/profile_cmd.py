@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json == "-":
             print(text)
         else:
-            with open(args.json, "w") as fh:
-                fh.write(text + "\n")
+            from unetkit.utils.atomic import atomic_write_text
+
+            atomic_write_text(args.json, text + "\n")
     return 0

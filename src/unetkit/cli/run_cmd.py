@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--no-mirror", dest="mirror", action="store_false", help="no test-time mirroring")
     p.add_argument("--no-validation", dest="validate", action="store_false",
                    help="skip the cross-validation predictions (and so the postprocessing)")
+    parser.add_argument("--on-changed-data", choices=["stop", "retrain", "reuse"], default="stop",
+                        help="when a trained fold was made from raw files that changed since: stop with a "
+                             "message naming the cases (default), retrain it, or reuse it anyway")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("-np", "--num-processes", type=int, default=None, help="worker processes for data steps")
 
@@ -67,10 +70,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {raw}: {problem}", file=sys.stderr)
         return 2
     overrides = {k: getattr(args, k) for k in OVERRIDE_KEYS if getattr(args, k) is not None}
-    result = run_pipeline(raw, args.workdir, configuration=args.configuration, folds=args.folds, overrides=overrides,
-                          device=args.device, memory_gb=args.memory_gb, test_input=args.input,
-                          test_labels=args.gt, output=args.output, mirror=args.mirror, validate=args.validate,
-                          num_processes=args.num_processes, log=lambda m: print(m, flush=True))
+    from unetkit.training.trainer import TrainingError
+
+    try:
+        result = run_pipeline(raw, args.workdir, configuration=args.configuration, folds=args.folds,
+                              overrides=overrides, device=args.device, memory_gb=args.memory_gb,
+                              test_input=args.input, test_labels=args.gt, output=args.output, mirror=args.mirror,
+                              validate=args.validate, num_processes=args.num_processes,
+                              on_changed_data=args.on_changed_data, log=lambda m: print(m, flush=True))
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print("\nwhere everything is:")
     print(f"  plans            {result.plans}")
     print(f"  trained model    {result.model_dir} (folds {', '.join(str(f) for f in args.folds)})")

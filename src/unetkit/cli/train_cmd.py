@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", default=None, help="work root (default ./unetkit_work)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from checkpoint_latest (or extend a finished run with a larger --epochs)")
+    parser.add_argument("--on-changed-data", choices=["stop", "retrain", "reuse"], default="stop",
+                        help="with --resume, when the checkpoint was trained on cases whose raw files changed "
+                             "since: stop with a message naming them (default), retrain the fold from scratch, "
+                             "or reuse the old model anyway")
     g = parser.add_argument_group("schedule (default: the plan's 'training' entry, else nnU-Net's values)")
     g.add_argument("--epochs", type=int, help="number of epochs (nnU-Net: 1000)")
     g.add_argument("--iterations-per-epoch", type=int, help="training iterations per epoch (250)")
@@ -81,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             fold_dir = validation_fold_dir(args, fold, overrides)
         else:
             result = train(args.workdir, args.dataset, args.configuration, fold, overrides, resume=args.resume,
-                           echo=not args.quiet)
+                           echo=not args.quiet, on_changed_data=args.on_changed_data)
             fold_dir = result.output_dir
             if not args.quiet:
                 print(f"done: {result.output_dir}")

@@ -35,6 +35,7 @@ from unetkit.data.dataset import CHANNEL_SUFFIX, RawDataset, load_dataset, resol
 from unetkit.data.errors import DataError, DatasetJsonError
 from unetkit.data.importing.records import partial_import_problem
 from unetkit.data.io import LOSSY_ENDINGS, Geometry, file_ending, read_image
+from unetkit.utils.names import name_problem
 
 Severity = Literal["error", "warning"]
 
@@ -265,6 +266,12 @@ def _layout_from_mapping(ds: RawDataset, problems: list[Problem]) -> list[_CaseF
     json_path = ds.root / "dataset.json"
     cases: list[_CaseFiles] = []
     for name, entry in sorted(ds.spec["dataset"].items()):
+        problem = name_problem(name)
+        if problem is not None:
+            problems.append(_err("bad-name", json_path, None, (
+                f'key {name!r} of "dataset" {problem}; case names become file names, so each must be one '
+                "plain name")))
+            continue
         images = entry.get("images") if isinstance(entry, dict) else None
         if isinstance(images, str):
             images = [images]

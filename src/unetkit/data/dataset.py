@@ -25,6 +25,8 @@ from pathlib import Path
 
 from unetkit.data.errors import DatasetJsonError
 from unetkit.data.io import SUPPORTED_ENDINGS
+from unetkit.utils.atomic import recover_directory
+from unetkit.utils.names import require_name
 
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -109,6 +111,7 @@ def load_dataset(root: str | Path) -> RawDataset:
     """
     root = Path(root)
     path = root / "dataset.json"
+    recover_directory(root)  # a replacement (import --overwrite) killed half way is finished first
     if not root.is_dir():
         raise DatasetJsonError("dataset folder not found", root)
     if not path.is_file():
@@ -224,6 +227,8 @@ def resolve_inside(root: Path, relative: str) -> Path:
 def _cases_from_mapping(ds: RawDataset) -> list[Case]:
     cases = []
     for name, entry in sorted(ds.spec["dataset"].items()):
+        # The key becomes the case's file names downstream (CASE.npy, predictions).
+        require_name(name, 'case name (key of "dataset")', ds.root / "dataset.json", DatasetJsonError)
         if not isinstance(entry, dict) or "images" not in entry:
             raise DatasetJsonError(f"'dataset' entry {name!r} needs an 'images' list", ds.root / "dataset.json")
         images = entry["images"]

@@ -36,6 +36,8 @@ import torch
 
 from unetkit.data.errors import DataError
 from unetkit.data.io import MEDICAL_ENDINGS, PICTURE_ENDINGS, SUPPORTED_ENDINGS, Geometry, file_ending
+from unetkit.data.signature import files_signature
+from unetkit.inference import provenance
 from unetkit.inference.export import LabelLayout, output_ending_for, prediction_paths, probabilities_to_labels, \
     write_prediction
 from unetkit.inference.sliding_window import DEFAULT_STEP_SIZE, sliding_window_logits
@@ -362,6 +364,7 @@ class PredictionSummary:
 
     written: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)     # outputs made from other inputs or by another model: redone
     failed: list[str] = field(default_factory=list)
     seconds: float = 0.0
     case_seconds: dict[str, float] = field(default_factory=dict)
@@ -444,6 +447,14 @@ class Predictor:
         if "postprocessing" not in options:
             options["postprocessing"] = find_postprocessing([m.model_dir for m in models])
         return cls(models, dev, **options)
+
+    def signature(self) -> str:
+        """Signature of the weight files and every setting that changes an output (provenance)."""
+        from unetkit.training.checkpoint import checkpoint_files
+
+        weights = [checkpoint_files(d, n)[0] for m in self.models for d, n in zip(m.fold_dirs, m.checkpoint_names)]
+        return provenance.model_signature(weights, [self.mirror, self.step_size, self.use_gaussian,
+                                                    self.postprocessing])
 
     # -- properties
 
@@ -578,14 +589,18 @@ class Predictor:
 
     def predict_files(self, inputs: str | Path | Sequence[str | Path] | Sequence[InputCase], output_dir: str | Path,
                       *, save_probabilities: bool = False, skip_existing: bool = False,
-                      output_ending: str | None = None) -> PredictionSummary:
+                      output_ending: str | None = None, record: bool = True) -> PredictionSummary:
         """Predict every case of ``inputs`` into ``output_dir`` (``CASE.ext``, optional ``CASE.npz/.json``).
 
         Args:
             inputs: a folder, files, ``.txt`` lists (see :func:`collect_inputs`) or ready cases.
             save_probabilities: also write the probabilities (float16 ``.npz``) and a JSON.
-            skip_existing: leave cases whose outputs already exist alone (``--continue``).
+            skip_existing: leave cases whose outputs already exist alone (``--continue``), as long
+                as they were made by this model from the same input files (see
+                :mod:`unetkit.inference.provenance`); others are predicted again.
             output_ending: write labels with this ending instead of the input's format.
+            record: write the provenance record that ``skip_existing`` needs (off for a folder
+                that is never continued, such as a benchmark run's, which is predicted anew).
 
         Raises:
             ModelInputError: an input does not fit the model (before any case is predicted).
@@ -600,17 +615,28 @@ class Predictor:
             check_inputs(cases, model)
         output_dir = Path(output_dir)
         summary = PredictionSummary()
+        model = self.signature()
+        recorded = provenance.read_record(output_dir, model)
+        inputs = {case.name: files_signature(case.files) for case in cases}
         todo: list[tuple[InputCase, Path]] = []
         for case in cases:
             label_path, npz_path, _ = prediction_paths(output_dir, case.name, output_ending_for(case.files[0],
                                                                                                  output_ending))
             if skip_existing and label_path.is_file() and (not save_probabilities or npz_path.is_file()):
-                summary.skipped.append(case.name)
-                continue
+                if recorded.get(case.name) == inputs[case.name]:
+                    summary.skipped.append(case.name)
+                    continue
+                summary.stale.append(case.name)
             todo.append((case, label_path))
         output_dir.mkdir(parents=True, exist_ok=True)
-        if todo:
-            self._run_cases(todo, save_probabilities, summary)
+        try:
+            if todo:
+                self._run_cases(todo, save_probabilities, summary)
+        finally:
+            kept = {name: inputs[name] for name in [*summary.skipped, *summary.case_seconds]}
+            if record:
+                provenance.write_record(output_dir, model,
+                                        {**{k: v for k, v in recorded.items() if k not in inputs}, **kept})
         summary.seconds = time.perf_counter() - start
         if summary.failed:
             listing = "\n  ".join(summary.failed[:20])

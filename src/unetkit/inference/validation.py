@@ -25,6 +25,7 @@ import numpy as np
 
 from unetkit.data.errors import DataError
 from unetkit.data.io import Geometry
+from unetkit.inference import provenance
 from unetkit.inference.export import prediction_paths, probabilities_to_labels, write_prediction
 from unetkit.inference.predictor import Predictor, load_configuration, resolve_device
 from unetkit.utils.atomic import read_json
@@ -59,15 +60,14 @@ def predict_validation(fold_dir: str | Path, *, device: str = "auto", mirror: bo
         fold_dir: ``WORKDIR/NAME/models/CONFIG__ARCH/fold_F`` after training.
         mirror: test-time mirroring (nnU-Net validates with it).
         save_probabilities: also write ``CASE.npz`` (needed by ``unetkit select`` for ensembles).
-        skip_existing: keep cases already written.
+        skip_existing: keep cases already written by this model from the same cache entries.
         evaluate: evaluate against ``plans.json``'s ``raw_dataset``/labelsTr when it exists.
 
     Raises:
         DataError: the fold has no ``training_config.json``, or a validation case is not in the
             preprocessed cache.
     """
-    from unetkit.preprocessing import restore_to_original
-    from unetkit.preprocessing.cache import load_case
+    from unetkit.utils.names import check_data_identifier
 
     say = log or (lambda message: None)
     start = time.perf_counter()
@@ -81,15 +81,52 @@ def predict_validation(fold_dir: str | Path, *, device: str = "auto", mirror: bo
     predictor = Predictor([model], device=resolve_device(device), mirror=mirror, progress=False)
     plans = model.plans
     root = _work_root(fold_dir)
-    cache_dir = root / "preprocessed" / model.entry.get("data_identifier", model.configuration)
+    cache_dir = root / "preprocessed" / check_data_identifier(model.entry, model.configuration, fold_dir)
     ending = str(plans.get("file_ending") or ".nii.gz")
     out = fold_dir / VALIDATION_FOLDER
     out.mkdir(parents=True, exist_ok=True)
     result = ValidationResult(out)
     say(f"predicting {len(cases)} validation case(s) into {out}")
+    signature = predictor.signature()
+    recorded = provenance.read_record(out, signature)
+    inputs = {case: _cache_signature(cache_dir, case) for case in cases}
+    try:
+        _predict_cases(cases, out, ending, recorded, inputs, skip_existing, save_probabilities, cache_dir,
+                       predictor, model, mirror, result)
+    finally:
+        provenance.write_record(out, signature, {**{k: v for k, v in recorded.items() if k not in inputs},
+                                                 **{c: inputs[c] for c in [*result.skipped, *result.cases]}})
+    result.seconds = time.perf_counter() - start
+    if evaluate:
+        result.summary, result.note = _evaluate(out, plans, cases, ending, num_processes)
+        if result.summary is not None:
+            fg = result.summary["foreground_mean"].get("Dice", float("nan"))
+            say(f"validation mean foreground Dice {fg:.4f} over {result.summary['num_cases']} case(s) "
+                f"({out / 'summary.json'})")
+        elif result.note:
+            say(f"validation not evaluated: {result.note}")
+    return result
+
+
+def _cache_signature(cache_dir: Path, case: str) -> str:
+    """What a validation prediction depends on besides the model: the cache entry it was made from."""
+    from unetkit.preprocessing.cache import read_properties
+
+    props = read_properties(cache_dir, case) or {}
+    return f"{props.get('raw_signature')}:{props.get('plans_fingerprint')}"
+
+
+def _predict_cases(cases: list[str], out: Path, ending: str, recorded: dict[str, str], inputs: dict[str, str],
+                   skip_existing: bool, save_probabilities: bool, cache_dir: Path, predictor: Predictor, model,
+                   mirror: bool, result: ValidationResult) -> None:
+    from unetkit.preprocessing import restore_to_original
+    from unetkit.preprocessing.cache import load_case
+
+    plans = model.plans
     for case in cases:
         label_path, npz_path, _ = prediction_paths(out, case, ending)
-        if skip_existing and label_path.is_file() and (not save_probabilities or npz_path.is_file()):
+        if (skip_existing and label_path.is_file() and (not save_probabilities or npz_path.is_file())
+                and recorded.get(case) == inputs[case]):
             result.skipped.append(case)
             continue
         try:
@@ -109,16 +146,6 @@ def predict_validation(fold_dir: str | Path, *, device: str = "auto", mirror: bo
         write_prediction(labels, label_path, geometry, probs if save_probabilities else None, predictor.layout,
                          {"case": case, "models": [model.describe()], "mirror": mirror})
         result.cases.append(case)
-    result.seconds = time.perf_counter() - start
-    if evaluate:
-        result.summary, result.note = _evaluate(out, plans, cases, ending, num_processes)
-        if result.summary is not None:
-            fg = result.summary["foreground_mean"].get("Dice", float("nan"))
-            say(f"validation mean foreground Dice {fg:.4f} over {result.summary['num_cases']} case(s) "
-                f"({out / 'summary.json'})")
-        elif result.note:
-            say(f"validation not evaluated: {result.note}")
-    return result
 
 
 def _evaluate(out: Path, plans: dict, cases: list[str], ending: str, num_processes: int | None

@@ -8,6 +8,7 @@ from typing import Callable
 
 from unetkit.data.dataset import load_dataset
 from unetkit.data.errors import DataError
+from unetkit.data.signature import dataset_signatures
 from unetkit.planning.planner import DEVICE_MEMORY_GB, PlannerSettings, plan_experiment
 from unetkit.planning.plans import validate_plans
 from unetkit.planning.jsonfmt import write_readable_json
@@ -27,10 +28,23 @@ def budget_for(memory_gb: float | None, device: str | None) -> float:
     return DEVICE_MEMORY_GB[device]
 
 
-def _fingerprint_is_current(fp: dict, case_names: list[str], num_channels: int) -> bool:
-    # A fingerprint of another version of the dataset (cases added, removed or renamed) would
-    # silently mislead the planner; it is re-extracted instead.
-    return fp.get("case_names") == case_names and fp.get("num_channels") == num_channels
+def _fingerprint_staleness(fp: dict, signatures: dict[str, str], num_channels: int) -> str | None:
+    """Why ``fp`` does not describe the dataset as it is now, or None when it does.
+
+    A fingerprint of another version of the dataset (cases added, removed, renamed, or a file
+    edited in place) would silently mislead the planner; it is re-extracted instead.
+    """
+    from unetkit.data.signature import compare_signatures
+
+    recorded = fp.get("case_signatures")
+    if not isinstance(recorded, dict):
+        return "it records no file signatures (made by an older unetkit)"
+    if fp.get("num_channels") != num_channels:
+        return f"it has {fp.get('num_channels')} channel(s), dataset.json now declares {num_channels}"
+    diff = compare_signatures(recorded, signatures)
+    if diff:
+        return f"the raw data changed since ({diff.describe()})"
+    return None
 
 
 def plan_dataset(dataset_root: str | Path, workdir: str | Path | None = None, memory_gb: float | None = 8.0,
@@ -55,32 +69,48 @@ def plan_dataset(dataset_root: str | Path, workdir: str | Path | None = None, me
     Returns:
         Path of the written plans.json.
     """
-    from unetkit.data.fingerprint import extract_fingerprint, load_fingerprint
+    from unetkit.utils.locks import folder_lock
 
     say = log or (lambda message: None)
     budget = budget_for(memory_gb, device)
     dataset = load_dataset(dataset_root)
     paths = WorkPaths.for_dataset(dataset_root, workdir, name)
-    case_names = [c.name for c in dataset.training_cases()]
+    with folder_lock(paths.root, "unetkit plan"):
+        return _plan_locked(dataset, dataset_root, paths, budget, memory_gb, device, num_processes, force, say,
+                            progress)
 
-    fingerprint = None
+
+def _current_fingerprint(dataset, paths: WorkPaths, num_processes: int | None, force: bool,
+                         say: Callable[[str], None], progress: Callable[[int, int], None] | None) -> dict:
+    """fingerprint.json when it describes the raw files as they are now, else a new extraction."""
+    from unetkit.data.fingerprint import extract_fingerprint, load_fingerprint
+
+    cases = dataset.training_cases()
+    # Taken before the files are read: an edit during extraction shows up on the next run.
+    signatures = dataset_signatures(cases)
     if paths.fingerprint.is_file() and not force:
         try:
             fingerprint = load_fingerprint(paths.fingerprint)
         except DataError as exc:
             say(f"existing fingerprint unusable ({exc.message}); extracting again")
         else:
-            if _fingerprint_is_current(fingerprint, case_names, dataset.num_channels):
+            stale = _fingerprint_staleness(fingerprint, signatures, dataset.num_channels)
+            if stale is None:
                 say(f"reusing fingerprint {paths.fingerprint} (use --force to extract again)")
-            else:
-                say("existing fingerprint was made from other cases; extracting again")
-                fingerprint = None
-    if fingerprint is None:
-        say(f"extracting fingerprint of {len(case_names)} cases")
-        fingerprint = extract_fingerprint(dataset, num_processes=num_processes, progress=progress)
-        fingerprint["dataset_name"] = paths.root.name
-        write_readable_json(paths.fingerprint, fingerprint)
+                return fingerprint
+            say(f"existing fingerprint is out of date: {stale}; extracting again")
+    say(f"extracting fingerprint of {len(cases)} cases")
+    fingerprint = extract_fingerprint(dataset, num_processes=num_processes, progress=progress)
+    fingerprint["dataset_name"] = paths.root.name
+    fingerprint["case_signatures"] = signatures
+    write_readable_json(paths.fingerprint, fingerprint)
+    return fingerprint
 
+
+def _plan_locked(dataset, dataset_root, paths: WorkPaths, budget: float, memory_gb: float | None,
+                 device: str | None, num_processes: int | None, force: bool, say: Callable[[str], None],
+                 progress: Callable[[int, int], None] | None) -> Path:
+    fingerprint = _current_fingerprint(dataset, paths, num_processes, force, say, progress)
     plans = plan_experiment(fingerprint, {str(k): v for k, v in dataset.channel_names.items()},
                             {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataset.labels.items()},
                             num_segmentation_heads=dataset.num_segmentation_heads,
@@ -110,5 +140,18 @@ def plan_dataset(dataset_root: str | Path, workdir: str | Path | None = None, me
             say(f"keeping hand-added configurations {sorted(extra)} from the existing plans.json")
             plans["configurations"].update(extra)
             validate_plans(plans, paths.plans)
-    write_readable_json(paths.plans, plans)
+    _write_if_changed(paths.plans, plans, say)
     return paths.plans
+
+
+def _write_if_changed(path: Path, plans: dict, say: Callable[[str], None]) -> None:
+    """Write plans.json unless it already holds exactly ``plans`` (a refingerprint that plans alike)."""
+    from unetkit.planning.jsonfmt import dumps
+
+    try:
+        if path.is_file() and read_json(path) == json.loads(dumps(plans)):
+            say(f"plans unchanged: {path}")
+            return
+    except ValueError:
+        pass
+    write_readable_json(path, plans)

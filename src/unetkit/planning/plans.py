@@ -19,6 +19,7 @@ import copy
 from pathlib import Path
 
 from unetkit.data.errors import DataError
+from unetkit.utils.names import require_name
 
 SUPPORTED_FORMAT_VERSIONS = (1,)
 TOP_LEVEL_KEYS = ("format_version", "num_input_channels", "channel_names", "labels", "num_segmentation_heads",
@@ -163,8 +164,11 @@ def validate_plans(plans: dict, path: Path | None = None) -> dict:
     resolved = dict(plans)
     resolved["configurations"] = {}
     for name in plans["configurations"]:
+        # Both become folder names: models/CONFIG__ARCH/ and preprocessed/DATA_IDENTIFIER/.
+        require_name(name, "configuration name (key of \"configurations\")", path, PlansError)
         cfg = resolve_configuration(plans["configurations"], name, path)
         validate_configuration(name, cfg, num_channels, path)
+        require_name(cfg.get("data_identifier"), f"configurations.{name}.data_identifier", path, PlansError)
         resolved["configurations"][name] = cfg
     return resolved
 

@@ -45,16 +45,21 @@ def preprocessing_fingerprint(plans: dict, configuration: str) -> str:
 
     That is the configuration entry's preprocessing keys (``data_identifier``, ``spacing``,
     ``normalization_schemes``, ``use_mask_for_norm``, ``resampling``), ``transpose_forward``, the
-    foreground intensity properties (CT normalization uses them) and the labels (which classes
-    get locations). Training-only keys (patch and batch size, architecture) are left out on
+    foreground intensity properties of the channels normalized with ``CT`` (the only scheme
+    that uses them) and the labels (which classes get locations). Training-only keys (patch and batch size, architecture) are left out on
     purpose: editing them must not throw away a finished cache.
     """
     entry = plans["configurations"][configuration]
+    # Only CT normalization reads the dataset's intensity statistics; for the other schemes
+    # they change with every edited case without changing any cached array.
+    schemes = entry.get("normalization_schemes") or []
+    intensity = plans.get("foreground_intensity_properties_per_channel") or {}
+    used = {str(c): intensity.get(str(c)) for c, scheme in enumerate(schemes) if scheme == "CT"}
     payload = {
         "configuration": {k: entry.get(k) for k in ("data_identifier", "spacing", "normalization_schemes",
                                                      "use_mask_for_norm", "resampling")},
         "transpose_forward": plans.get("transpose_forward"),
-        "foreground_intensity_properties_per_channel": plans.get("foreground_intensity_properties_per_channel"),
+        "foreground_intensity_properties_per_channel": used,
         "labels": plans.get("labels"),
     }
     text = json.dumps(to_jsonable(payload), sort_keys=True, separators=(",", ":"))
@@ -177,10 +182,18 @@ def read_properties(folder: str | Path, case: str) -> dict | None:
         return None
 
 
-def is_case_done(folder: str | Path, case: str, fingerprint: str, needs_seg: bool = True) -> bool:
-    """True when the case was finished with the same preprocessing fingerprint and its arrays exist."""
+def is_case_done(folder: str | Path, case: str, fingerprint: str, needs_seg: bool = True,
+                 raw_signature: str | None = None) -> bool:
+    """True when the case was finished with the same preprocessing fingerprint and its arrays exist.
+
+    With ``raw_signature`` (:func:`unetkit.data.signature.case_signature` of the raw files now)
+    the entry must also have been made from files with that signature: a label fixed in place
+    makes its cache entry stale.
+    """
     props = read_properties(folder, case)
     if props is None or props.get("plans_fingerprint") != fingerprint:
+        return False
+    if raw_signature is not None and props.get("raw_signature") != raw_signature:
         return False
     files = case_files(folder, case)
     if not _npy_complete(files["data"]):
@@ -214,8 +227,27 @@ def _npz_complete(path: Path) -> bool:
         return False
 
 
+def cached_case_names(folder: str | Path) -> list[str]:
+    """Names of the cases that have a ``CASE.json`` in ``folder`` (finished or being redone)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[:-5] for p in folder.glob("*.json") if not p.name.startswith(TMP_PREFIX))
+
+
+def remove_case(folder: str | Path, case: str) -> None:
+    """Delete a case's files from the cache, ``CASE.json`` first (so it is never half there)."""
+    files = case_files(folder, case)
+    for key in ("properties", "data", "seg", "locations"):
+        files[key].unlink(missing_ok=True)
+
+
 def remove_stale_temporaries(folder: str | Path) -> int:
-    """Delete ``.tmp-*`` files an interrupted (killed) run left in ``folder``; returns how many."""
+    """Delete ``.tmp-*`` files an interrupted (killed) run left in ``folder``; returns how many.
+
+    Only safe while holding the dataset's work-folder lock (:func:`unetkit.utils.locks.folder_lock`,
+    as ``preprocess_dataset`` does): the files of a running writer are ``.tmp-*`` too.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return 0

@@ -243,6 +243,7 @@ class _Task:
     images: tuple[str, ...]
     label: str | None
     configurations: list[tuple[str, str]]   # (configuration name, output folder)
+    signature: str | None = None            # the raw files' signature, recorded in CASE.json
 
 
 @dataclass
@@ -281,7 +282,7 @@ def _run_task(task: _Task, plans: dict) -> _Result:
             if key in written:
                 t2 = time.perf_counter()
                 props = dict(cache.read_properties(written[key], task.case) or {})
-                props.update(configuration=configuration,
+                props.update(configuration=configuration, raw_signature=task.signature,
                              plans_fingerprint=cache.preprocessing_fingerprint(plans, configuration))
                 cache.link_case(written[key], folder, task.case, props)
                 timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t2
@@ -292,7 +293,8 @@ def _run_task(task: _Task, plans: dict) -> _Result:
             locations = None if seg is None else cache.sample_class_locations(seg[0], fg)
             t3 = time.perf_counter()
             timings["locations"] = timings.get("locations", 0.0) + t3 - t2
-            cache.write_case(folder, task.case, data, seg, locations, {"case": task.case, **props})
+            cache.write_case(folder, task.case, data, seg, locations,
+                             {"case": task.case, "raw_signature": task.signature, **props})
             written[key] = folder
             timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t3
             done.append(configuration)
@@ -337,9 +339,17 @@ class PreprocessSummary:
     seconds: float
     stage_seconds: dict[str, float]
     num_processes: int
+    changed: list[str] = field(default_factory=list)   # redone: their raw files changed
+    removed: list[str] = field(default_factory=list)   # dropped: no longer in the dataset
 
     def describe(self) -> str:
         lines = []
+        if self.changed:
+            lines.append(f"{len(self.changed)} case(s) redone because their raw files changed: "
+                         f"{', '.join(self.changed[:10])}{' ...' if len(self.changed) > 10 else ''}")
+        if self.removed:
+            lines.append(f"{len(self.removed)} case(s) removed from the cache (no longer in the dataset): "
+                         f"{', '.join(self.removed[:10])}{' ...' if len(self.removed) > 10 else ''}")
         for cfg, folder in self.output_folders.items():
             lines.append(f"{cfg}: {self.processed.get(cfg, 0)} case(s) preprocessed, "
                          f"{self.skipped.get(cfg, 0)} already done -> {folder}")
@@ -373,6 +383,11 @@ def preprocess_dataset(dataset_root: str | Path, workdir: str | Path | None = No
                        ) -> PreprocessSummary:
     """Preprocess every training case of a raw dataset into ``WORKDIR/NAME/preprocessed/``.
 
+    A case already in the cache is kept only if it was made with the same preprocessing plan
+    from raw files with the same signature (:mod:`unetkit.data.signature`); a case edited in
+    place is redone, and the cache entries of cases no longer in the dataset are removed. The
+    dataset's work folder is locked for the run (:mod:`unetkit.utils.locks`).
+
     Args:
         dataset_root: the raw dataset folder (dataset.json, imagesTr/, labelsTr/).
         workdir: work root (default ``./unetkit_work``); plans are read from ``WORKDIR/NAME/plans.json``.
@@ -387,32 +402,65 @@ def preprocess_dataset(dataset_root: str | Path, workdir: str | Path | None = No
             some cases failed (all others are finished and cached; the message lists the failures).
     """
     from unetkit.data.dataset import load_dataset
-    from unetkit.utils.atomic import read_json
+    from unetkit.utils.locks import folder_lock
     from unetkit.utils.paths import WorkPaths
 
     start = time.perf_counter()
     dataset = load_dataset(dataset_root)
     paths = WorkPaths.for_dataset(dataset_root, workdir, name)
-    if plans is None:
-        if not paths.plans.is_file():
-            raise DataError("plans.json not found; run `unetkit plan` on this dataset first", paths.plans)
-        try:
-            plans = read_json(paths.plans)
-        except ValueError as exc:
-            raise DataError(str(exc), paths.plans) from exc
+    with folder_lock(paths.root, "unetkit preprocess"):
+        plans = plans if plans is not None else _read_plans(paths.plans)
+        folders, fingerprints = _output_folders(plans, configurations, paths)
+        cases = dataset.training_cases()
+        unlabelled = [c.name for c in cases if c.label is None]
+        if unlabelled:
+            raise DataError(f"{len(unlabelled)} training case(s) have no label in labelsTr: "
+                            f"{', '.join(unlabelled[:5])}{' ...' if len(unlabelled) > 5 else ''}",
+                            dataset.root / "labelsTr")
+        tasks, skipped, changed, removed = _plan_tasks(cases, folders, fingerprints)
+        n_proc = max(1, min(num_processes or default_num_processes(), len(tasks) or 1))
+        results = _execute(tasks, plans, n_proc, progress) if tasks else []
+        if tasks and hasattr(os, "sync"):
+            os.sync()  # one flush for the whole run instead of an fsync per file (see cache.DURABLE)
+    summary = _summarize(results, folders, skipped, time.perf_counter() - start, n_proc)
+    summary.changed, summary.removed = changed, removed
+    if summary.failed:
+        failed = summary.failed
+        listing = "\n  ".join(failed[:20]) + (f"\n  ... and {len(failed) - 20} more" if len(failed) > 20 else "")
+        raise DataError(f"{len(failed)} case(s) failed (the other cases are cached; fix these and rerun):\n  "
+                        f"{listing}", dataset.root)
+    return summary
+
+
+def _read_plans(path: Path) -> dict:
+    from unetkit.utils.atomic import read_json
+
+    if not path.is_file():
+        raise DataError("plans.json not found; run `unetkit plan` on this dataset first", path)
+    try:
+        return read_json(path)
+    except ValueError as exc:
+        raise DataError(str(exc), path) from exc
+
+
+def _output_folders(plans: dict, configurations: Sequence[str] | None, paths
+                    ) -> tuple[dict[str, Path], dict[str, str]]:
+    """``({config: cache folder}, {config: preprocessing fingerprint})``, one config per data_identifier."""
+    from unetkit.utils.names import check_data_identifier, require_name
+
     available = list((plans.get("configurations") or {}).keys())
     selected = list(configurations) if configurations else available
     for cfg in selected:
         if cfg not in available:
             raise DataError(f"configuration {cfg!r} is not in the plans; available: {', '.join(available) or 'none'}",
                             paths.plans)
-
     # One output folder per data_identifier; configurations sharing one must preprocess alike.
     folders: dict[str, Path] = {}
     fingerprints: dict[str, str] = {}
     by_identifier: dict[str, str] = {}
     for cfg in selected:
-        ident = plans["configurations"][cfg].get("data_identifier") or cfg
+        require_name(cfg, 'configuration name (key of "configurations")', paths.plans)
+        ident = check_data_identifier(plans["configurations"][cfg], cfg, paths.plans)
         fp = cache.preprocessing_fingerprint(plans, cfg)
         if ident in by_identifier:
             if fingerprints[by_identifier[ident]] != fp:
@@ -422,37 +470,44 @@ def preprocess_dataset(dataset_root: str | Path, workdir: str | Path | None = No
         by_identifier[ident] = cfg
         folders[cfg] = paths.preprocessed(ident)
         fingerprints[cfg] = fp
+    return folders, fingerprints
 
-    cases = dataset.training_cases()
-    unlabelled = [c.name for c in cases if c.label is None]
-    if unlabelled:
-        raise DataError(f"{len(unlabelled)} training case(s) have no label in labelsTr: "
-                        f"{', '.join(unlabelled[:5])}{' ...' if len(unlabelled) > 5 else ''}", dataset.root / "labelsTr")
 
-    tasks: list[_Task] = []
-    skipped = {cfg: 0 for cfg in folders}
+def _plan_tasks(cases: list, folders: dict[str, Path], fingerprints: dict[str, str]
+                ) -> tuple[list[_Task], dict[str, int], list[str], list[str]]:
+    """The cases to (re)do; ``(tasks, skipped per config, changed cases, removed cases)``."""
+    from unetkit.data.signature import case_signature
+
+    names = {c.name for c in cases}
+    removed: set[str] = set()
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
-        cache.remove_stale_temporaries(folder)
+        cache.remove_stale_temporaries(folder)  # safe: the caller holds the work folder's lock
+        for gone in set(cache.cached_case_names(folder)) - names:
+            cache.remove_case(folder, gone)  # a case deleted from the dataset must not be trained on
+            removed.add(gone)
+    tasks: list[_Task] = []
+    skipped = {cfg: 0 for cfg in folders}
+    changed: set[str] = set()
     for case in cases:
+        signature = case_signature(case.images, case.label)
         todo = []
         for cfg, folder in folders.items():
-            if cache.is_case_done(folder, case.name, fingerprints[cfg]):
+            if cache.is_case_done(folder, case.name, fingerprints[cfg], raw_signature=signature):
                 skipped[cfg] += 1
-            else:
-                todo.append((cfg, str(folder)))
+                continue
+            todo.append((cfg, str(folder)))
+            props = cache.read_properties(folder, case.name)
+            if props is not None and props.get("raw_signature") not in (None, signature):
+                changed.add(case.name)
         if todo:
             tasks.append(_Task(case.name, tuple(str(p) for p in case.images),
-                               None if case.label is None else str(case.label), todo))
+                               None if case.label is None else str(case.label), todo, signature))
+    return tasks, skipped, sorted(changed), sorted(removed)
 
-    n_proc = max(1, min(num_processes or default_num_processes(), len(tasks) or 1))
-    results: list[_Result] = []
-    if tasks:
-        results = _execute(tasks, plans, n_proc, progress)
 
-    if tasks and hasattr(os, "sync"):
-        os.sync()  # one flush for the whole run instead of an fsync per file (see cache.DURABLE)
-
+def _summarize(results: list[_Result], folders: dict[str, Path], skipped: dict[str, int], seconds: float,
+               n_proc: int) -> PreprocessSummary:
     processed = {cfg: 0 for cfg in folders}
     stage_seconds = {k: 0.0 for k in STAGES}
     failed = []
@@ -463,13 +518,7 @@ def preprocess_dataset(dataset_root: str | Path, workdir: str | Path | None = No
             failed.append(r.error)
         for cfg in r.configurations:
             processed[cfg] += 1
-    summary = PreprocessSummary(folders, processed, skipped, failed, time.perf_counter() - start, stage_seconds,
-                                n_proc)
-    if failed:
-        listing = "\n  ".join(failed[:20]) + (f"\n  ... and {len(failed) - 20} more" if len(failed) > 20 else "")
-        raise DataError(f"{len(failed)} case(s) failed (the other cases are cached; fix these and rerun):\n  "
-                        f"{listing}", dataset.root)
-    return summary
+    return PreprocessSummary(folders, processed, skipped, failed, seconds, stage_seconds, n_proc)
 
 
 def _execute(tasks: list[_Task], plans: dict, n_proc: int, progress: bool) -> list[_Result]:

@@ -276,6 +276,7 @@ class TrainingRun:
     val_cases: list[str]
     preprocessed: Path
     network: dict[str, Any] | None = None   # network_spec(...), set when the network is built
+    data_signatures: dict[str, str | None] = field(default_factory=dict)  # case -> raw files' signature
 
 
 @dataclass
@@ -302,6 +303,7 @@ def prepare_run(workdir: str | Path | None, dataset: str | Path, configuration: 
     from unetkit.planning.plans import configuration as plan_configuration
     from unetkit.planning.plans import load_plans
     from unetkit.training.dataset import CachedDataset
+    from unetkit.utils.names import check_data_identifier
 
     paths = WorkPaths.for_dataset(dataset, workdir)
     plans = load_plans(paths.plans)
@@ -310,7 +312,7 @@ def prepare_run(workdir: str | Path | None, dataset: str | Path, configuration: 
         config = TrainingConfig.from_dict(saved_config, "checkpoint").updated(overrides, "command line")
     else:
         config = resolve_config(entry, overrides, configuration)
-    preprocessed = paths.preprocessed(entry.get("data_identifier", configuration))
+    preprocessed = paths.preprocessed(check_data_identifier(entry, configuration, paths.plans))
     cases = CachedDataset(preprocessed).cases
     splits = [] if str(fold) == "all" else load_or_create_splits(paths.splits, cases, write=write)
     train_cases, val_cases = select_fold(splits, fold, cases, str(paths.splits))
@@ -320,7 +322,15 @@ def prepare_run(workdir: str | Path | None, dataset: str | Path, configuration: 
     output_dir = paths.model_dir(configuration, config.arch, fold)
     return TrainingRun(paths=paths, plans=plans, configuration=configuration, entry=entry, fold=fold,
                        config=config, labels=label_info(plans), output_dir=output_dir,
-                       train_cases=train_cases, val_cases=val_cases, preprocessed=preprocessed)
+                       train_cases=train_cases, val_cases=val_cases, preprocessed=preprocessed,
+                       data_signatures=cache_signatures(preprocessed, [*train_cases, *val_cases]))
+
+
+def cache_signatures(folder: Path, cases: Sequence[str]) -> dict[str, str | None]:
+    """``{case: raw-file signature}`` recorded in the cache entries (what a model is trained on)."""
+    from unetkit.preprocessing.cache import read_properties
+
+    return {case: (read_properties(folder, case) or {}).get("raw_signature") for case in sorted(set(cases))}
 
 
 def fit_patch_to_model(entry: dict, arch: str) -> dict:
@@ -372,6 +382,7 @@ def _checkpoint_meta(run: TrainingRun, epoch: int, history: TrainingHistory, bes
         "best_ema_dice": best_ema,
         "history": history.to_dict(),
         "world_size": ctx.world_size,
+        "data_signatures": dict(run.data_signatures),
         "num_parameters": sum(p.numel() for p in unwrap_model(model).parameters()),
         "torch_version": torch.__version__,
     }
@@ -392,53 +403,131 @@ def _clean_nan(x: float | None) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
+#: What ``train(..., on_changed_data=...)`` does with a model made from other data.
+CHANGED_DATA_POLICIES = ("stop", "retrain", "reuse")
+
+
 def train(workdir: str | Path | None, dataset: str | Path, configuration: str, fold: int | str,
           overrides: dict[str, Any] | None = None, resume: bool = False, echo: bool = True,
-          ctx: DistContext | None = None) -> TrainResult:
+          ctx: DistContext | None = None, on_changed_data: str = "stop") -> TrainResult:
     """Train one configuration on one fold; see the module docstring for the steps.
 
     ``overrides`` are command-line values (``None`` entries are ignored). Under torchrun the
     process group is joined here (and left at the end) unless ``ctx`` is given.
+
+    ``on_changed_data`` decides what a resume does when the checkpoint was trained on cases
+    whose raw files have changed since (or on another set of cases): ``stop`` raises a
+    :class:`TrainingError` naming them, ``retrain`` deletes the fold's checkpoints and trains
+    from scratch, ``reuse`` keeps the model anyway (logged).
     """
+    if on_changed_data not in CHANGED_DATA_POLICIES:
+        raise TrainingError(f"on_changed_data must be one of {CHANGED_DATA_POLICIES}, found {on_changed_data!r}")
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     own_ctx = ctx is None
     if ctx is None:
         ctx = init_distributed(overrides.get("device", "auto"))
     try:
-        return _train(workdir, dataset, configuration, fold, overrides, resume, echo, ctx)
+        return _train(workdir, dataset, configuration, fold, overrides, resume, echo, ctx, on_changed_data)
     finally:
         if own_ctx:
             shutdown(ctx)
 
 
-def _find_resume(workdir, dataset, configuration, fold, overrides) -> tuple[str | None, Path | None, dict | None]:
-    """Locate a checkpoint to resume from; returns (name, folder, saved config)."""
+def _find_resume(workdir, dataset, configuration, fold, overrides) -> tuple[str | None, Path | None, dict]:
+    """Locate a checkpoint to resume from; returns (name, folder, its meta)."""
     probe = prepare_run(workdir, dataset, configuration, fold, overrides, write=False)
     name = latest_resumable(probe.output_dir)
     if name is None:
-        return None, probe.output_dir, None
+        return None, probe.output_dir, {}
     meta = json.loads(checkpoint_files(probe.output_dir, name)[2].read_text())
-    return name, probe.output_dir, meta.get("training_config")
+    return name, probe.output_dir, meta
 
 
-def _train(workdir, dataset, configuration, fold, overrides, resume, echo, ctx: DistContext) -> TrainResult:
-    resume_name, saved_config = None, None
+def _train(workdir, dataset, configuration, fold, overrides, resume, echo, ctx: DistContext,
+           on_changed_data: str = "stop") -> TrainResult:
+    from unetkit.utils.locks import folder_lock
+
+    resume_name, meta = None, {}
     if resume:
-        resume_name, _, saved_config = _find_resume(workdir, dataset, configuration, fold, overrides)
+        resume_name, _, meta = _find_resume(workdir, dataset, configuration, fold, overrides)
     run = prepare_run(workdir, dataset, configuration, fold, overrides, write=ctx.is_main,
-                      saved_config=saved_config)
+                      saved_config=meta.get("training_config"))
+    _check_cache_is_current(run, dataset)
     out = run.output_dir
     if not resume and latest_resumable(out) is not None:
         raise TrainingError(f"{out} already holds checkpoints of an earlier run; pass --resume to continue it, "
                             f"or delete the folder to start again")
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    barrier(ctx)
-    log = RunLog(out / "train.log", enabled=ctx.is_main, echo=echo)
-    try:
-        return _run_loop(run, resume_name, log, ctx)
-    finally:
-        log.close()
+    # One training process per fold folder (the ranks of one torchrun job are one run).
+    lock = folder_lock(out, "unetkit train") if ctx.is_main else contextlib.nullcontext()
+    with lock:
+        note = None
+        if resume_name is not None:
+            resume_name, note = _check_same_data(run, resume_name, meta, on_changed_data, ctx)
+        barrier(ctx)
+        log = RunLog(out / "train.log", enabled=ctx.is_main, echo=echo)
+        try:
+            if note:
+                log(note)
+            return _run_loop(run, resume_name, log, ctx)
+        finally:
+            log.close()
+
+
+def _check_cache_is_current(run: TrainingRun, dataset: str | Path) -> None:
+    """Refuse to train on cache entries older than the raw files (when ``dataset`` is a raw folder)."""
+    from unetkit.data.dataset import load_dataset
+    from unetkit.data.signature import case_signature
+
+    if not (Path(dataset) / "dataset.json").is_file():
+        return  # a dataset name: only the work folder is known
+    cases = {c.name: c for c in load_dataset(dataset).training_cases()}
+    stale = sorted(name for name, recorded in run.data_signatures.items()
+                   if recorded is not None and name in cases
+                   and case_signature(cases[name].images, cases[name].label) != recorded)
+    if stale:
+        shown = ", ".join(stale[:8]) + (f" and {len(stale) - 8} more" if len(stale) > 8 else "")
+        raise TrainingError(f"the raw files of {len(stale)} case(s) changed since they were preprocessed "
+                            f"({shown}); run `unetkit preprocess {dataset}` first (it redoes only those cases)")
+
+
+def _check_same_data(run: TrainingRun, resume_name: str, meta: dict, policy: str, ctx: DistContext
+                     ) -> tuple[str | None, str | None]:
+    """The checkpoint to resume (None after ``retrain`` removed it) and a note for the log.
+
+    Compares the data the checkpoint was trained on (``data_signatures``) with the cache now.
+    """
+    from unetkit.data.signature import compare_signatures
+
+    recorded = meta.get("data_signatures")
+    if not isinstance(recorded, dict):
+        return resume_name, None  # written by an older unetkit: nothing to compare with
+    diff = compare_signatures(recorded, run.data_signatures)
+    if not diff:
+        return resume_name, None
+    if policy == "reuse":
+        return resume_name, (f"note: continuing with {resume_name} although the training data changed since "
+                             f"({diff.describe()}), as asked (--on-changed-data reuse)")
+    if policy == "stop":
+        raise TrainingError(
+            f"{run.output_dir}/{resume_name} was trained on other data than the preprocessed cases now "
+            f"({diff.describe()}). To train this fold again on the data as it is now, pass "
+            f"--on-changed-data retrain (its checkpoints are deleted) or delete {run.output_dir}; to use the "
+            f"old model anyway, pass --on-changed-data reuse")
+    if ctx.is_main:
+        for name in ("checkpoint_latest", "checkpoint_best", "checkpoint_final"):
+            remove_checkpoint(run.output_dir, name)
+        for stale in ("progress.json", "training_config.json"):
+            (run.output_dir / stale).unlink(missing_ok=True)
+        validation = run.output_dir / "validation"
+        if validation.is_dir():
+            import shutil
+
+            shutil.rmtree(validation)
+    return None, (f"note: the training data changed since {resume_name} was written ({diff.describe()}); "
+                  "its checkpoints were deleted and the fold is trained again from scratch (--on-changed-data "
+                  "retrain)")
 
 
 def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistContext) -> TrainResult:
@@ -501,7 +590,7 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
         atomic_write_json(out / "training_config.json",
                           {"configuration": run.configuration, "fold": run.fold, "world_size": ctx.world_size,
                            "train_cases": run.train_cases, "val_cases": run.val_cases,
-                           "config": cfg.to_dict()})
+                           "data_signatures": run.data_signatures, "config": cfg.to_dict()})
 
     if cfg.compile:
         log("compiling the network with torch.compile (the first iterations are slow)")

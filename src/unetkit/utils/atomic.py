@@ -10,6 +10,7 @@ truncated output under its real name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 TMP_PREFIX = ".tmp-"
+#: Errors of a full disk or quota (and a file too large for the file system).
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -65,9 +68,14 @@ def atomic_path(destination: str | os.PathLike, suffix: str | None = None, durab
         os.replace(tmp, destination)
         if durable:
             _fsync_dir(destination.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            # The writer's own message names the temporary file (or nothing); say which output
+            # could not be written and that its previous version is untouched.
+            raise OSError(exc.errno, f"could not write {destination}: {exc.strerror or exc}; its previous "
+                                     "version (if any) is unchanged") from exc
         raise
 
 
@@ -110,15 +118,80 @@ def atomic_write_json(destination: str | os.PathLike, obj: Any, indent: int | No
     atomic_write_text(destination, text + "\n")
 
 
+def _swap_paths(destination: Path) -> tuple[Path, Path]:
+    """The journal and the aside name of a folder replacement of ``destination``."""
+    return (destination.with_name(TMP_PREFIX + destination.name + ".swap.json"),
+            destination.with_name(TMP_PREFIX + destination.name + ".old"))
+
+
+def recover_directory(destination: str | os.PathLike, say=None) -> str | None:
+    """Finish or undo a folder replacement that a killed process left half done; say what was done.
+
+    :func:`atomic_directory` replaces an existing folder in two renames (the old one aside, the
+    new one in), with a journal naming both written before the first. A process killed between
+    the renames leaves no folder under the real name; this puts one back:
+
+    * the journal names a new folder that is still there: it was complete before the journal
+      was written, so the swap is finished (the old folder moved aside if it is still in place,
+      the new one moved in, the old one deleted);
+    * the new folder is gone but the real name is free: the old folder is moved back
+      ("restored");
+    * otherwise the swap had finished: only the leftovers are removed.
+
+    Returns the message (also passed to ``say``, default standard error), or None when there was
+    nothing to recover.
+    """
+    destination = Path(destination).absolute()
+    if not destination.name:
+        return None  # the file system root is never replaced
+    journal, old = _swap_paths(destination)
+    message = None
+    if journal.is_file():
+        try:
+            new = destination.with_name(str(read_json(journal)["new"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            new = None
+        if new is not None and new.is_dir() and not destination.exists():
+            os.replace(new, destination)
+            message = f"finished replacing {destination} (the process that replaced it was interrupted)"
+        elif new is not None and new.is_dir():
+            # Killed before the first rename; the new folder was complete before the journal.
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(destination, old)
+            os.replace(new, destination)
+            message = f"finished replacing {destination} (the process that replaced it was interrupted)"
+        elif not destination.exists() and old.is_dir():
+            os.replace(old, destination)
+            message = f"restored the previous {destination} (its replacement was interrupted)"
+        else:
+            message = f"cleaned up after an interrupted replacement of {destination}"
+        _fsync_dir(destination.parent)
+        journal.unlink(missing_ok=True)
+        shutil.rmtree(old, ignore_errors=True)
+    elif old.is_dir() and not destination.exists():
+        # Left by a version without the journal: the old copy is all there is.
+        os.replace(old, destination)
+        message = f"restored the previous {destination} (its replacement was interrupted)"
+    if message is not None:
+        import sys
+
+        (say or (lambda m: print(f"note: {m}", file=sys.stderr)))(message)
+    return message
+
+
 @contextlib.contextmanager
 def atomic_directory(destination: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``destination``; rename it into place on success.
 
     Used for whole-dataset writes (``unetkit import``): a crash or an error leaves no
     half-finished dataset under the real name. If ``destination`` exists and ``overwrite``
-    is false, :class:`FileExistsError` is raised before any work starts.
+    is false, :class:`FileExistsError` is raised before any work starts. Replacing an existing
+    folder takes two renames; a process killed between them is repaired by
+    :func:`recover_directory`, which this function and :func:`unetkit.data.dataset.load_dataset`
+    call first.
     """
     destination = Path(destination)
+    recover_directory(destination)
     if destination.exists() and not overwrite:
         raise FileExistsError(f"{destination} already exists; pass overwrite to replace it")
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -126,19 +199,28 @@ def atomic_directory(destination: str | os.PathLike, overwrite: bool = False) ->
     try:
         yield tmp
         if destination.exists():
-            # Move the old folder aside first so that the swap itself is two renames.
-            old = destination.with_name(TMP_PREFIX + destination.name + ".old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(destination, old)
-            os.replace(tmp, destination)
-            shutil.rmtree(old, ignore_errors=True)
+            _replace_directory(tmp, destination)
         else:
             os.replace(tmp, destination)
         _fsync_dir(destination.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _replace_directory(new: Path, destination: Path) -> None:
+    """Swap the complete folder ``new`` in for ``destination``: journal, two renames, clean-up."""
+    journal, old = _swap_paths(destination)
+    if old.exists():
+        shutil.rmtree(old)
+    # The journal says which folder is the finished new one, so that recover_directory can
+    # complete the swap after a kill between the renames.
+    atomic_write_json(journal, {"new": new.name, "old": old.name, "destination": destination.name})
+    os.replace(destination, old)
+    os.replace(new, destination)
+    _fsync_dir(destination.parent)
+    journal.unlink(missing_ok=True)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -28,6 +28,10 @@ class WorkPaths:
     @classmethod
     def for_dataset(cls, dataset_root: str | Path, workdir: str | Path | None = None,
                     name: str | None = None) -> "WorkPaths":
+        if name:
+            from unetkit.utils.names import require_name
+
+            require_name(name, "dataset name")  # it becomes the work folder WORKDIR/NAME
         name = name or Path(dataset_root).resolve().name
         return cls(Path(workdir or DEFAULT_WORKDIR) / name)
 
