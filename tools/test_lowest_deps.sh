@@ -29,19 +29,15 @@ if [[ -e "$venv_abs" && ! -f "$venv_abs/pyvenv.cfg" && -n "$(ls -A "$venv_abs" 2
     echo "error: $venv_abs exists and is not a virtual environment; give a new or empty folder" >&2; exit 2
 fi
 
-# The default subset: every test file except the model zoo and kernel-workaround ones (torch-only
-# code, minutes of CPU), test_ddp and test_demo (long) and test_stats_crosscheck (needs the dev
-# extra's pandas/statsmodels).
-# It imports every unetkit module (test_imports) and runs the code paths of each pinned library;
-# docs/dependencies.md says which test covers which.
+# The default subset: every test file (new ones included) except the model zoo and
+# kernel-workaround ones (torch-only code, minutes of CPU), test_ddp and test_demo (long) and
+# test_stats_crosscheck (needs the dev extra's pandas/statsmodels). It imports every unetkit module
+# (test_imports) and runs the code paths of each pinned library; docs/dependencies.md says which
+# test covers which.
 default_tests=(
-    tests/test_imports.py tests/test_suite_checks.py tests/test_io.py tests/test_import.py
-    tests/test_checks.py tests/test_dataset_json.py tests/test_fingerprint.py tests/test_planning.py
-    tests/test_preprocessing.py tests/test_augmentation.py tests/test_training_data.py tests/test_loss.py
-    tests/test_checkpoint.py tests/test_trainer.py tests/test_inference.py tests/test_validation.py
-    tests/test_postprocessing.py tests/test_metrics.py tests/test_evaluate.py tests/test_pipeline.py
-    tests/test_stats.py tests/test_report.py tests/test_bench_runner.py tests/test_advisor.py
-    tests/test_profile.py
+    tests --ignore=tests/test_models.py --ignore-glob='tests/test_zoo_*.py'
+    --ignore=tests/test_kernel_workarounds.py --ignore=tests/test_ddp.py --ignore=tests/test_demo.py
+    --ignore=tests/test_stats_crosscheck.py
 )
 if (( $# == 0 )); then set -- "${default_tests[@]}"; fi
 
