@@ -36,3 +36,20 @@ def raw2d(tmp_path) -> Path:
     """A tiny 2D raw dataset (8 PNG cases, 1 channel, 1 foreground class)."""
     return write_raw_dataset(tmp_path / "Synthetic2D", num_cases=8, ndim=2, num_classes=1,
                              shape_range=(40, 56))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """List every test marked ``reference`` with its outcome, so a log shows that the independent
+    references (MONAI, dynamic-network-architectures, nnU-Net, scipy, ...) ran rather than skipped."""
+    rows = []
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            keywords = getattr(report, "keywords", {})
+            if "reference" in keywords and (report.when == "call" or outcome in ("skipped", "error")):
+                rows.append((outcome.upper(), report.nodeid))
+    if rows:
+        terminalreporter.section("independent references")
+        counts = {o: sum(1 for r in rows if r[0] == o) for o in ("PASSED", "FAILED", "ERROR", "SKIPPED")}
+        for outcome, nodeid in sorted(rows, key=lambda r: r[1]):
+            terminalreporter.write_line(f"{outcome:8s} {nodeid}")
+        terminalreporter.write_line(", ".join(f"{n} {o.lower()}" for o, n in counts.items() if n))

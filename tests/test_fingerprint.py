@@ -217,6 +217,7 @@ def hippocampus_raw(tmp_path):
     return root
 
 
+@pytest.mark.reference
 @pytest.mark.dataset
 def test_hippocampus_fingerprint_matches_nnunet(tmp_path):
     fp = extract_fingerprint(hippocampus_raw(tmp_path), num_processes=2)

@@ -31,6 +31,7 @@ SMALL_2D = {"inherits_from": "2d", "patch_size": [128, 128], "batch_size": 4,
                 "n_conv_per_stage_decoder": [2] * 3}}}
 
 
+@pytest.mark.reference
 @pytest.mark.dataset
 def test_validation_dice_rises_well_above_chance_on_isbi2012(tmp_path):
     raw = tmp_path / "ISBI2012"

@@ -181,6 +181,7 @@ def test_label_keys_round_trip():
     assert label_key((4,)) == "4"
 
 
+@pytest.mark.reference
 def test_matches_monai():
     """MONAI is not a dependency of unetkit; the dev extra installs it so CI runs this reference."""
     metrics = require_module("monai.metrics", "pip install -e '.[dev]'")

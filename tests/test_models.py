@@ -153,6 +153,7 @@ def test_nnunet_initialization() -> None:
     assert torch.count_nonzero(block.conv2.norm.weight) == 0  # residual branch starts at zero
 
 
+@pytest.mark.reference
 def test_matches_dynamic_network_architectures_numerically() -> None:
     """Same outputs as the reference library for the same weights (.ci/run installs it)."""
     unet = require_module("dynamic_network_architectures.architectures.unet",

@@ -452,6 +452,7 @@ def test_cli_plan(raw3d, tmp_path, capsys):
 
 # --------------------------------------------------------------------------------- Hippocampus
 
+@pytest.mark.reference
 @pytest.mark.dataset
 def test_hippocampus_plan_matches_nnunet(tmp_path):
     plans = load_plans(plan_dataset(hippocampus_raw(tmp_path), workdir=tmp_path / "work", num_processes=2))

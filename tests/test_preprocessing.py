@@ -491,6 +491,7 @@ for i, (cur, new, shape) in enumerate(eval(sys.argv[2])):
 """
 
 
+@pytest.mark.reference
 def test_resampling_matches_nnunet(tmp_path):
     """Same shapes and values as nnU-Net v2's resampling; label maps voxel for voxel."""
     import subprocess
@@ -534,6 +535,7 @@ HIPPOCAMPUS_RESAMPLINGS = [((1.0, 1.0, 1.0), (0.8, 1.3, 0.9), 1, 0), ((1.0, 1.0,
                            ((1.0, 1.0, 1.0), (0.8, 1.3, 0.9), 0, 0)]
 
 
+@pytest.mark.reference
 def test_label_resampling_matches_nnunet_on_hippocampus(tmp_path):
     """Real label maps (MSD Hippocampus, 3 classes) resampled by us and by nnU-Net v2.8.1's
     resample_data_or_seg_to_shape (its preprocessing and export path): every voxel agrees."""

@@ -81,6 +81,7 @@ def test_holm_hand_values():
     assert holm([0.01, 0.04, 0.03, 0.005])[1] != pytest.approx(sps.false_discovery_control([0.01, 0.04, 0.03, 0.005])[1])
 
 
+@pytest.mark.reference
 def test_holm_equals_statsmodels():
     multitest = require_module("statsmodels.stats.multitest", "pip install -e '.[dev]'")
     p = np.random.default_rng(5).uniform(0, 0.2, size=12)
@@ -265,6 +266,7 @@ def test_friedman_nemenyi_hand_example():
     assert tied["ranks"][0][0] == 1.5 and tied["ranks"][1][0] == 1.5
 
 
+@pytest.mark.reference
 def test_nemenyi_p_equals_scikit_posthocs():
     sp = require_module("scikit_posthocs", "pip install -e '.[dev]'")
     result = friedman_nemenyi(SCORES, models=list("ABCD"))

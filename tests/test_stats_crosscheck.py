@@ -33,6 +33,8 @@ SNAPSHOT = Path(__file__).parent / "data" / "bench_crosscheck"
 RESAMPLES = 2000
 SEED = 0
 
+pytestmark = pytest.mark.reference  # every test here checks the report against scipy / scikit-posthocs
+
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> tuple[pd.DataFrame, dict[str, Path], Path]:

@@ -241,6 +241,7 @@ def test_2d_run_with_ignore_label_and_fold_all(tmp_path):
     assert np.all(np.isfinite([d for d in res.last_pseudo_dice]))
 
 
+@pytest.mark.reference
 def test_dice_rises_on_blobs(tmp_path):
     """A short run on blob images gets well above chance (a learning check, not a benchmark)."""
     from unetkit.training.trainer import train
