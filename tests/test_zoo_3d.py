@@ -13,8 +13,8 @@ import re
 
 import pytest
 import torch
-
 from references import require_module
+
 from unetkit.models import count_parameters, create_model, model_info
 
 MONAI_HINT = "pip install -e '.[dev]' (MONAI is in the dev extra)"
@@ -22,11 +22,11 @@ MONAI_HINT = "pip install -e '.[dev]' (MONAI is in the dev extra)"
 # (name, dims, in, classes, our kwargs, MONAI class, MONAI kwargs, configuration)
 MONAI_COUNTS = [
     ("segresnet", 3, 4, 3, {}, "SegResNet",
-     dict(init_filters=32, blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1)),
+     {"init_filters": 32, "blocks_down": (1, 2, 2, 4), "blocks_up": (1, 1, 1)},
      "Myronenko 2018 Fig. 1 / Table 1: BraTS, 4 MRI modalities in, 3 regions out, 32 initial filters"),
-    ("segresnet", 2, 1, 2, {}, "SegResNet", dict(init_filters=32, blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1)),
+    ("segresnet", 2, 1, 2, {}, "SegResNet", {"init_filters": 32, "blocks_down": (1, 2, 2, 4), "blocks_up": (1, 1, 1)},
      "the same design in 2D"),
-    ("vnet", 3, 1, 2, {}, "VNet", dict(act="prelu"),
+    ("vnet", 3, 1, 2, {}, "VNet", {"act": "prelu"},
      "Milletari 2016 Fig. 1: 1 in, 2 classes (foreground / background), 16..256 features, PReLU"),
     ("vnet", 3, 1, 2, {"act": "elu", "dropout": 0.5}, "VNet", {}, "MONAI's defaults (ELU, dropout 0.5)"),
 ]
@@ -107,10 +107,10 @@ def _randomize_norms_(model: torch.nn.Module) -> None:
 
 
 NUMERIC_CASES = [
-    ("segresnet", 3, 2, 3, dict(init_filters=8, dropout=0.0), "SegResNet", dict(init_filters=8), (16, 24, 16)),
-    ("segresnet", 2, 1, 2, dict(init_filters=16, dropout=0.0), "SegResNet", dict(init_filters=16), (32, 48)),
-    ("vnet", 3, 1, 2, {}, "VNet", dict(act="prelu"), (16, 16, 32)),
-    ("vnet", 2, 2, 3, dict(act="elu"), "VNet", {}, (32, 48)),
+    ("segresnet", 3, 2, 3, {"init_filters": 8, "dropout": 0.0}, "SegResNet", {"init_filters": 8}, (16, 24, 16)),
+    ("segresnet", 2, 1, 2, {"init_filters": 16, "dropout": 0.0}, "SegResNet", {"init_filters": 16}, (32, 48)),
+    ("vnet", 3, 1, 2, {}, "VNet", {"act": "prelu"}, (16, 16, 32)),
+    ("vnet", 2, 2, 3, {"act": "elu"}, "VNet", {}, (32, 48)),
 ]
 
 
