@@ -9,16 +9,23 @@ Budget: --memory-gb is in nnU-Net's GPU-memory units (8 = nnU-Net's default plan
 CPU-only machine use --device cpu (a 0.5 GB budget: smaller patches and batches, so a training
 iteration takes seconds, not minutes). See docs/planning.md.
 
+Planner: --planner default plans nnU-Net's plain U-Net; resenc_m, resenc_l and resenc_xl plan like
+nnU-Net's nnUNetPlannerResEncM/L/XL (targets 8, 24, 40 GB unless --memory-gb or --device says
+otherwise) and write the resenc_unet_m/l/xl model into plans.json, which `unetkit train` builds.
+
 examples:
   unetkit plan raw/Hippocampus
   unetkit plan raw/Hippocampus --device cpu --workdir work
   unetkit plan raw/Hippocampus --memory-gb 24 --force
+  unetkit plan raw/Hippocampus --planner resenc_l
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from unetkit.planning.planner import PLANNER_NAMES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--device", choices=["gpu", "cpu"], default=None,
                         help="budget preset: gpu = 8 GB (nnU-Net's default), cpu = 0.5 GB (iterations of seconds "
                              "on a few CPU cores)")
+    parser.add_argument("--planner", choices=list(PLANNER_NAMES), default="default",
+                        help=("default = nnU-Net's ExperimentPlanner (plain U-Net); resenc_m/resenc_l/resenc_xl = "
+                              "nnU-Net's residual-encoder planners (resenc_unet_* models, 8/24/40 GB targets)"))
     parser.add_argument("--num-processes", "-np", type=int, default=None,
                         help="worker processes for fingerprinting (default: CPUs, at most 8)")
     parser.add_argument("--force", action="store_true", help="extract the fingerprint again even if it exists")
@@ -37,13 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _summary(plans: dict) -> str:
-    lines = [f"plans for {plans['dataset_name']} (budget {plans['memory_budget_gb']:g} GB, "
+    lines = [f"plans for {plans['dataset_name']} (planner {plans.get('planner_preset', 'default')}, "
+             f"budget {plans['memory_budget_gb']:g} GB, "
              f"transpose {plans['transpose_forward']}):"]
     for name, cfg in plans["configurations"].items():
         kw = cfg["architecture"]["kwargs"]
         spacing = "x".join(f"{s:.3g}" for s in cfg["spacing"])
         lines.append(f"  {name:<11} spacing {spacing} mm, patch {'x'.join(map(str, cfg['patch_size']))}, "
-                     f"batch {cfg['batch_size']}, {kw['n_stages']} stages {kw['features_per_stage']}, "
+                     f"batch {cfg['batch_size']}, {cfg['architecture']['name']} with {kw['n_stages']} stages "
+                     f"{kw['features_per_stage']}, "
                      f"norm {cfg['normalization_schemes']}")
     return "\n".join(lines)
 
@@ -65,13 +77,11 @@ def run(args: argparse.Namespace) -> int:
             last["shown"] = percent
             print(f"\rfingerprint: {done}/{total} cases", end="" if done < total else "\n", file=sys.stderr)
 
-    memory_gb = args.memory_gb
-    if memory_gb is None and args.device is None:
-        memory_gb = 8.0
     try:
-        path = plan_dataset(args.dataset, workdir=args.workdir, memory_gb=memory_gb,
+        # Neither --memory-gb nor --device: the planner's own target (8 GB; ResEnc L 24, XL 40).
+        path = plan_dataset(args.dataset, workdir=args.workdir, memory_gb=args.memory_gb,
                             num_processes=args.num_processes, force=args.force, device=args.device,
-                            log=log, progress=progress)
+                            log=log, progress=progress, planner=args.planner)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

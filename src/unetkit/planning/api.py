@@ -9,15 +9,19 @@ from typing import Callable
 from unetkit.data.dataset import load_dataset
 from unetkit.data.errors import DataError
 from unetkit.data.signature import dataset_signatures
-from unetkit.planning.planner import DEVICE_MEMORY_GB, PlannerSettings, plan_experiment
+from unetkit.planning.planner import DEVICE_MEMORY_GB, NetworkRules, PlannerSettings, network_rules, plan_experiment
 from unetkit.planning.plans import validate_plans
 from unetkit.planning.jsonfmt import write_readable_json
 from unetkit.utils.atomic import read_json
 from unetkit.utils.paths import WorkPaths
 
 
-def budget_for(memory_gb: float | None, device: str | None) -> float:
-    """The planning budget (GB): ``memory_gb`` when given, else the device preset (gpu: 8)."""
+def budget_for(memory_gb: float | None, device: str | None, rules: NetworkRules | None = None) -> float:
+    """The planning budget (GB): ``memory_gb`` when given, else the device preset.
+
+    The ``gpu`` preset (also the default) is the planner's own target: 8 GB for the default
+    planner and ResEnc M, 24 GB for ResEnc L, 40 GB for ResEnc XL (nnU-Net's values).
+    """
     if memory_gb is not None:
         if memory_gb <= 0:
             raise ValueError(f"memory budget must be positive, got {memory_gb} GB")
@@ -25,6 +29,8 @@ def budget_for(memory_gb: float | None, device: str | None) -> float:
     device = device or "gpu"
     if device not in DEVICE_MEMORY_GB:
         raise ValueError(f"unknown device preset {device!r}; choose one of {sorted(DEVICE_MEMORY_GB)}")
+    if device == "gpu" and rules is not None:
+        return float(rules.default_memory_gb)
     return DEVICE_MEMORY_GB[device]
 
 
@@ -47,17 +53,17 @@ def _fingerprint_staleness(fp: dict, signatures: dict[str, str], num_channels: i
     return None
 
 
-def plan_dataset(dataset_root: str | Path, workdir: str | Path | None = None, memory_gb: float | None = 8.0,
+def plan_dataset(dataset_root: str | Path, workdir: str | Path | None = None, memory_gb: float | None = None,
                  num_processes: int | None = None, force: bool = False, device: str | None = None,
                  name: str | None = None, log: Callable[[str], None] | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> Path:
+                 progress: Callable[[int, int], None] | None = None, planner: str = "default") -> Path:
     """Write ``WORKDIR/NAME/fingerprint.json`` and ``plans.json`` for a raw dataset.
 
     Args:
         dataset_root: raw dataset folder (dataset.json, imagesTr, labelsTr).
         workdir: work root (default ``./unetkit_work``); NAME is the dataset folder's name.
         memory_gb: planning budget in nnU-Net's GPU-memory units (8 = nnU-Net's default).
-            ``None`` takes the ``device`` preset.
+            ``None`` takes the ``device`` preset (``gpu``, the default: the planner's own target).
         num_processes: fingerprint worker processes (default: CPUs, at most 8).
         force: re-extract the fingerprint even if fingerprint.json exists and matches the
             dataset's cases.
@@ -65,6 +71,9 @@ def plan_dataset(dataset_root: str | Path, workdir: str | Path | None = None, me
         name: dataset name in the work folder (default: the folder's name).
         log: optional callback for one-line progress messages.
         progress: optional ``progress(done, total)`` callback during fingerprinting.
+        planner: ``default`` (nnU-Net's ExperimentPlanner, plain U-Net) or ``resenc_m``,
+            ``resenc_l``, ``resenc_xl`` (nnU-Net's nnUNetPlannerResEncM/L/XL: plans for the
+            ``resenc_unet_*`` models).
 
     Returns:
         Path of the written plans.json.
@@ -72,12 +81,13 @@ def plan_dataset(dataset_root: str | Path, workdir: str | Path | None = None, me
     from unetkit.utils.locks import folder_lock
 
     say = log or (lambda message: None)
-    budget = budget_for(memory_gb, device)
+    rules = network_rules(planner)
+    budget = budget_for(memory_gb, device, rules)
     dataset = load_dataset(dataset_root)
     paths = WorkPaths.for_dataset(dataset_root, workdir, name)
     with folder_lock(paths.root, "unetkit plan"):
-        return _plan_locked(dataset, dataset_root, paths, budget, memory_gb, device, num_processes, force, say,
-                            progress)
+        return _plan_locked(dataset, dataset_root, paths, PlannerSettings(memory_gb=budget, network=rules), memory_gb,
+                            device, num_processes, force, say, progress)
 
 
 def _current_fingerprint(dataset, paths: WorkPaths, num_processes: int | None, force: bool,
@@ -107,14 +117,14 @@ def _current_fingerprint(dataset, paths: WorkPaths, num_processes: int | None, f
     return fingerprint
 
 
-def _plan_locked(dataset, dataset_root, paths: WorkPaths, budget: float, memory_gb: float | None,
+def _plan_locked(dataset, dataset_root, paths: WorkPaths, settings: PlannerSettings, memory_gb: float | None,
                  device: str | None, num_processes: int | None, force: bool, say: Callable[[str], None],
                  progress: Callable[[int, int], None] | None) -> Path:
     fingerprint = _current_fingerprint(dataset, paths, num_processes, force, say, progress)
     plans = plan_experiment(fingerprint, {str(k): v for k, v in dataset.channel_names.items()},
                             {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataset.labels.items()},
                             num_segmentation_heads=dataset.num_segmentation_heads,
-                            settings=PlannerSettings(memory_gb=budget))
+                            settings=settings)
     plans["dataset_name"] = paths.root.name
     # Where the raw data lives and its file format: the end-of-training validation writes its
     # predictions in that format and evaluates them against the raw labelsTr.

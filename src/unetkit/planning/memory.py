@@ -66,3 +66,32 @@ def reference_elements(ndim: int, memory_gb: float) -> float:
 def reference_batch(ndim: int) -> int:
     """Batch size the reference element count was found for."""
     return REFERENCE_BATCH_3D if ndim == 3 else REFERENCE_BATCH_2D
+
+
+def residual_encoder_feature_map_elements(patch_size: Sequence[int], features_per_stage: Sequence[int],
+                                          strides: Sequence[Sequence[int]], n_blocks_per_stage: Sequence[int],
+                                          n_conv_per_stage_decoder: Sequence[int], num_classes: int,
+                                          deep_supervision: bool = False) -> int:
+    """Elements in all convolution outputs of a residual-encoder U-Net for one sample.
+
+    The count of dynamic-network-architectures' ``ResidualEncoderUNet``, which nnU-Net's ResEnc
+    planners use: a stem convolution with ``features[0]`` outputs at full resolution; per encoder
+    stage, two convolutions per residual block at the stage's resolution, plus the shortcut's
+    1x1 convolution in the first block when that block changes resolution or width; the plain
+    decoder counted exactly as in :func:`feature_map_elements`.
+    """
+    n_stages = len(features_per_stage)
+    size = [int(s) for s in patch_size]
+    total = int(features_per_stage[0]) * int(np.prod(size, dtype=np.int64))  # stem
+    in_features = int(features_per_stage[0])
+    for s in range(n_stages):
+        after = [a // b for a, b in zip(size, strides[s])]
+        voxels = int(np.prod(after, dtype=np.int64))
+        total += 2 * int(n_blocks_per_stage[s]) * int(features_per_stage[s]) * voxels
+        if in_features != int(features_per_stage[s]) or after != size:
+            total += int(features_per_stage[s]) * voxels  # shortcut projection
+        size, in_features = after, int(features_per_stage[s])
+    # The decoder does not depend on the encoder's blocks: reuse the plain count with the
+    # encoder part removed (n_conv_per_stage = 0).
+    return total + feature_map_elements(patch_size, features_per_stage, strides, [0] * n_stages,
+                                        n_conv_per_stage_decoder, num_classes, deep_supervision)
