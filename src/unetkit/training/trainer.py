@@ -153,6 +153,44 @@ def build_network(spec: dict[str, Any]) -> torch.nn.Module:
                         deep_supervision=spec["deep_supervision"], **spec["kwargs"])
 
 
+def apply_pretrained(network: torch.nn.Module, config: TrainingConfig, num_heads: int,
+                     log: Callable[..., None]) -> dict[str, Any]:
+    """Load ``config.pretrained`` into ``network`` (name- and shape-matched); returns the record to store."""
+    from unetkit.training.pretrained import PretrainedError, load_source, transfer_weights
+
+    try:
+        source = load_source(config.pretrained)
+        report = transfer_weights(network, source.weights, num_heads, config.pretrained_channels)
+    except PretrainedError as exc:
+        raise TrainingError(f"--pretrained {config.pretrained}: {exc}") from exc
+    log(f"pretrained: {source.weights_path} (sha256 {source.sha256})")
+    for line in report.lines():
+        log(line)
+    return {**source.record(), **report.to_dict()}
+
+
+def update_encoder_freeze(network: torch.nn.Module, config: TrainingConfig, iteration: int,
+                          log: Callable[..., None]) -> None:
+    """Encoder frozen while ``iteration < freeze_encoder_iterations``, trainable from then on.
+
+    Frozen parameters get no gradient, and SGD leaves a parameter without gradient untouched
+    (no step, no weight decay, no momentum), so the encoder stays exactly as loaded.
+    """
+    from unetkit.training.pretrained import PretrainedError, encoder_parameters, set_encoder_trainable
+
+    if not config.freeze_encoder_iterations:
+        return
+    frozen = iteration < config.freeze_encoder_iterations
+    params = encoder_parameters(network)
+    if params and all(p.requires_grad != frozen for p in params):
+        return  # already in the wanted state
+    try:
+        count = set_encoder_trainable(network, not frozen)
+    except PretrainedError as exc:
+        raise TrainingError(str(exc)) from exc
+    log(f"iteration {iteration}: encoder ({count} tensors) {'frozen' if frozen else 'trainable again'}")
+
+
 def configure_determinism(config: TrainingConfig, device: torch.device) -> None:
     """Seed every generator; with ``deterministic``, ask torch for deterministic kernels."""
     torch.manual_seed(config.seed)
@@ -277,6 +315,7 @@ class TrainingRun:
     preprocessed: Path
     network: dict[str, Any] | None = None   # network_spec(...), set when the network is built
     data_signatures: dict[str, str | None] = field(default_factory=dict)  # case -> raw files' signature
+    pretrained: dict[str, Any] | None = None  # source (path, sha256) and what was loaded, when fine-tuning
 
 
 @dataclass
@@ -385,6 +424,7 @@ def _checkpoint_meta(run: TrainingRun, epoch: int, history: TrainingHistory, bes
         "data_signatures": dict(run.data_signatures),
         "num_parameters": sum(p.numel() for p in unwrap_model(model).parameters()),
         "torch_version": torch.__version__,
+        "pretrained": run.pretrained,
     }
 
 
@@ -577,9 +617,15 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
         if ckpt.meta.get("world_size", 1) != ctx.world_size:
             log(f"note: the checkpoint was written by {ckpt.meta.get('world_size')} process(es), now "
                 f"{ctx.world_size}; batches after the resume differ from an uninterrupted run")
+        run.pretrained = ckpt.meta.get("pretrained")  # applied once, when the run started; not again
         log(f"resumed from {resume_name} after epoch {start_epoch}")
     elif resume_name is None and ctx.is_main and (out / "progress.json").exists():
         log("no checkpoint to resume from; starting from scratch")
+    if resume_name is None and cfg.pretrained:
+        run.pretrained = apply_pretrained(network, cfg, run.labels.num_heads, log)
+    if cfg.freeze_encoder_iterations and ctx.enabled:
+        raise TrainingError("freeze_encoder_iterations is not supported with distributed training (DDP needs the "
+                            "same trainable parameters on every step); train the warm-up in one process")
 
     if start_epoch >= cfg.epochs:
         log(f"nothing to do: {start_epoch} of {cfg.epochs} epochs are done (pass --epochs to train longer)")
@@ -590,7 +636,8 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
         atomic_write_json(out / "training_config.json",
                           {"configuration": run.configuration, "fold": run.fold, "world_size": ctx.world_size,
                            "train_cases": run.train_cases, "val_cases": run.val_cases,
-                           "data_signatures": run.data_signatures, "config": cfg.to_dict()})
+                           "data_signatures": run.data_signatures, "pretrained": run.pretrained,
+                           "config": cfg.to_dict()})
 
     if cfg.compile:
         log("compiling the network with torch.compile (the first iterations are slow)")
@@ -630,6 +677,7 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
             run_eta = format_seconds(history.eta_seconds(cfg.epochs))
             with bar.epoch(epoch, cfg.epochs, iters, run_eta, dice_text):
                 for it in range(iters):
+                    update_encoder_freeze(network, cfg, epoch * iters + it, log)
                     t0 = time.perf_counter()
                     w0 = train_loader.wait_seconds
                     batch = next(train_loader)
