@@ -13,6 +13,7 @@ examples:
   unetkit plan raw/Hippocampus
   unetkit plan raw/Hippocampus --device cpu --workdir work
   unetkit plan raw/Hippocampus --memory-gb 24 --force
+  unetkit plan raw/DRIVE --plans-from unetkit_work/Kvasir   # Kvasir's network, for fine-tuning
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "on a few CPU cores)")
     parser.add_argument("--num-processes", "-np", type=int, default=None,
                         help="worker processes for fingerprinting (default: CPUs, at most 8)")
+    parser.add_argument("--plans-from", metavar="SOURCE_WORKDIR_OR_PLANS", default=None,
+                        help="take the network, patch and batch of each shared configuration from another "
+                             "dataset's plans (its work folder WORKDIR/NAME or plans.json), so that its trained "
+                             "weights fit (unetkit train --pretrained); spacing and normalization stay this dataset's")
     parser.add_argument("--force", action="store_true", help="extract the fingerprint again even if it exists")
     parser.add_argument("--quiet", "-q", action="store_true", help="print only the path of plans.json")
 
@@ -71,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         path = plan_dataset(args.dataset, workdir=args.workdir, memory_gb=memory_gb,
                             num_processes=args.num_processes, force=args.force, device=args.device,
-                            log=log, progress=progress)
+                            log=log, progress=progress, plans_from=args.plans_from)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
