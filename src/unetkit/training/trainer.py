@@ -570,31 +570,17 @@ def _check_same_data(run: TrainingRun, resume_name: str, meta: dict, policy: str
                   "retrain)")
 
 
-def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistContext) -> TrainResult:
-    cfg, out, device = run.config, run.output_dir, ctx.device
-    configure_determinism(cfg, device)
-    local_sizes = split_batch(cfg.batch_size, ctx.world_size)
-    local_bs = local_sizes[ctx.rank]
-    oversample = local_oversample(cfg.batch_size, ctx.world_size, ctx.rank, cfg.oversample_foreground)
+def _initial_state(run: TrainingRun, resume_name: str | None, network: torch.nn.Module,
+                   optimizer: torch.optim.Optimizer, scaler: Any, log: RunLog, ctx: DistContext
+                   ) -> tuple[int, float | None, TrainingHistory]:
+    """``(start_epoch, best_ema, history)``: restored from ``resume_name``, or a fresh (maybe pretrained) start.
 
-    log(f"unetkit train: {run.paths.root.name} {run.configuration} fold {run.fold} -> {out}")
-    log(f"device {device} x {ctx.world_size} process(es); torch {torch.__version__}; python {platform.python_version()}")
-    if "patch_size_planned" in run.entry:
-        log(f"patch {run.entry['patch_size_planned']} of the plan {run.entry['patch_size_note']}: "
-            f"{run.entry['patch_size']}")
-    log(f"training cases {len(run.train_cases)}, validation cases {len(run.val_cases)}; "
-        f"patch {run.entry['patch_size']}, global batch {cfg.batch_size} (per process {local_sizes})")
-    log("config " + json.dumps(cfg.to_dict()))
-
-    run.network = network_spec(run.plans, run.entry, cfg, run.labels.num_heads, log)
-    network = build_network(run.network).to(device)
-    network = network.to(memory_format=memory_format(cfg, device, run.network["spatial_dims"] + 2))
-    log(f"network {cfg.arch}: {sum(p.numel() for p in network.parameters()):,} parameters")
-    optimizer = make_optimizer(network, cfg)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    Pretrained weights are applied only to a fresh start: a resumed run continues from its own
+    checkpoint and keeps the record of the source it was started from.
+    """
+    cfg, out = run.config, run.output_dir
     history = TrainingHistory(cfg.ema_momentum)
     start_epoch, best_ema = 0, None
-
     if resume_name is not None:
         try:
             ckpt = load_checkpoint(out, resume_name)
@@ -617,15 +603,42 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
         if ckpt.meta.get("world_size", 1) != ctx.world_size:
             log(f"note: the checkpoint was written by {ckpt.meta.get('world_size')} process(es), now "
                 f"{ctx.world_size}; batches after the resume differ from an uninterrupted run")
-        run.pretrained = ckpt.meta.get("pretrained")  # applied once, when the run started; not again
+        run.pretrained = ckpt.meta.get("pretrained")
         log(f"resumed from {resume_name} after epoch {start_epoch}")
-    elif resume_name is None and ctx.is_main and (out / "progress.json").exists():
-        log("no checkpoint to resume from; starting from scratch")
-    if resume_name is None and cfg.pretrained:
-        run.pretrained = apply_pretrained(network, cfg, run.labels.num_heads, log)
+    else:
+        if ctx.is_main and (out / "progress.json").exists():
+            log("no checkpoint to resume from; starting from scratch")
+        if cfg.pretrained:
+            run.pretrained = apply_pretrained(network, cfg, run.labels.num_heads, log)
     if cfg.freeze_encoder_iterations and ctx.enabled:
         raise TrainingError("freeze_encoder_iterations is not supported with distributed training (DDP needs the "
                             "same trainable parameters on every step); train the warm-up in one process")
+    return start_epoch, best_ema, history
+
+
+def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistContext) -> TrainResult:
+    cfg, out, device = run.config, run.output_dir, ctx.device
+    configure_determinism(cfg, device)
+    local_sizes = split_batch(cfg.batch_size, ctx.world_size)
+    local_bs = local_sizes[ctx.rank]
+    oversample = local_oversample(cfg.batch_size, ctx.world_size, ctx.rank, cfg.oversample_foreground)
+
+    log(f"unetkit train: {run.paths.root.name} {run.configuration} fold {run.fold} -> {out}")
+    log(f"device {device} x {ctx.world_size} process(es); torch {torch.__version__}; python {platform.python_version()}")
+    if "patch_size_planned" in run.entry:
+        log(f"patch {run.entry['patch_size_planned']} of the plan {run.entry['patch_size_note']}: "
+            f"{run.entry['patch_size']}")
+    log(f"training cases {len(run.train_cases)}, validation cases {len(run.val_cases)}; "
+        f"patch {run.entry['patch_size']}, global batch {cfg.batch_size} (per process {local_sizes})")
+    log("config " + json.dumps(cfg.to_dict()))
+
+    run.network = network_spec(run.plans, run.entry, cfg, run.labels.num_heads, log)
+    network = build_network(run.network).to(device)
+    network = network.to(memory_format=memory_format(cfg, device, run.network["spatial_dims"] + 2))
+    log(f"network {cfg.arch}: {sum(p.numel() for p in network.parameters()):,} parameters")
+    optimizer = make_optimizer(network, cfg)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    start_epoch, best_ema, history = _initial_state(run, resume_name, network, optimizer, scaler, log, ctx)
 
     if start_epoch >= cfg.epochs:
         log(f"nothing to do: {start_epoch} of {cfg.epochs} epochs are done (pass --epochs to train longer)")
