@@ -3,6 +3,7 @@ spacing and normalization. The reference for "the target's own" is the target pl
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -49,3 +50,27 @@ def test_plans_from_missing_source_is_refused_before_any_work(two_datasets, tmp_
                            str(tmp_path / "w"), "--plans-from", str(tmp_path / "nowhere")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "--plans-from: no plans.json at" in proc.stderr
+
+
+def test_pretrained_weights_fit_after_plans_from(tmp_path):
+    """Weights trained on a source fit the target's own plan only in part, and entirely after --plans-from."""
+    from unetkit.preprocessing.preprocess import preprocess_dataset
+    from unetkit.training.trainer import train
+
+    source_raw = write_raw_dataset(tmp_path / "Src2D", num_cases=4, ndim=2, num_classes=1, shape_range=(90, 100))
+    target_raw = write_raw_dataset(tmp_path / "Tgt2D", num_cases=5, ndim=2, num_classes=1, shape_range=(40, 48),
+                                   seed=3)
+    fast = {"epochs": 1, "iterations_per_epoch": 1, "val_iterations": 1, "num_workers": 0, "device": "cpu",
+            "batch_size": 2}
+    plan_dataset(source_raw, workdir=tmp_path / "w", num_processes=1, device="cpu", memory_gb=None)
+    preprocess_dataset(source_raw, workdir=tmp_path / "w", configurations=["2d"], num_processes=1, progress=False)
+    source = train(tmp_path / "w", source_raw, "2d", "all", fast, echo=False).output_dir
+    for work, plans_from in ((tmp_path / "own", None), (tmp_path / "moved", tmp_path / "w" / "Src2D")):
+        plan_dataset(target_raw, workdir=work, num_processes=1, device="cpu", memory_gb=None, plans_from=plans_from)
+        preprocess_dataset(target_raw, workdir=work, configurations=["2d"], num_processes=1, progress=False)
+    own = train(tmp_path / "own", target_raw, "2d", 0, {**fast, "pretrained": str(source)}, echo=False)
+    record = json.loads((own.output_dir / "training_config.json").read_text())["pretrained"]
+    assert record["skipped"]  # the target's own (smaller) network: its deeper stages do not fit
+    res = train(tmp_path / "moved", target_raw, "2d", 0, {**fast, "pretrained": str(source)}, echo=False)
+    record = json.loads((res.output_dir / "training_config.json").read_text())["pretrained"]
+    assert record["loaded"] and not record["skipped"] and not record["adapted"]
