@@ -18,6 +18,7 @@ examples:
   unetkit plan raw/Hippocampus --device cpu --workdir work
   unetkit plan raw/Hippocampus --memory-gb 24 --force
   unetkit plan raw/Hippocampus --planner resenc_l
+  unetkit plan raw/DRIVE --plans-from unetkit_work/Kvasir   # Kvasir's network, for fine-tuning
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               "nnU-Net's residual-encoder planners (resenc_unet_* models, 8/24/40 GB targets)"))
     parser.add_argument("--num-processes", "-np", type=int, default=None,
                         help="worker processes for fingerprinting (default: CPUs, at most 8)")
+    parser.add_argument("--plans-from", metavar="SOURCE_WORKDIR_OR_PLANS", default=None,
+                        help="take the network, patch and batch of each shared configuration from another "
+                             "dataset's plans (its work folder WORKDIR/NAME or plans.json), so that its trained "
+                             "weights fit (unetkit train --pretrained); spacing and normalization stay this dataset's")
     parser.add_argument("--force", action="store_true", help="extract the fingerprint again even if it exists")
     parser.add_argument("--quiet", "-q", action="store_true", help="print only the path of plans.json")
 
@@ -81,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         # Neither --memory-gb nor --device: the planner's own target (8 GB; ResEnc L 24, XL 40).
         path = plan_dataset(args.dataset, workdir=args.workdir, memory_gb=args.memory_gb,
                             num_processes=args.num_processes, force=args.force, device=args.device,
-                            log=log, progress=progress, planner=args.planner)
+                            log=log, progress=progress, planner=args.planner,
+                            plans_from=args.plans_from)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ examples:
   unetkit train Hippocampus -c 3d_fullres -f 0 --epochs 50 --iterations-per-epoch 100
   unetkit train DRIVE -c 2d -f all --device cpu --num-workers 2
   unetkit train Hippocampus -c 3d_fullres -f 0 --resume          # continue an interrupted run
+  unetkit train DRIVE -c 2d -f 0 --pretrained work/Kvasir/models/2d__plain_unet --freeze-encoder-iterations 50 --lr 1e-3
   torchrun --nproc_per_node 2 -m unetkit.cli.train_cmd Hippocampus -c 3d_fullres -f 0   # DDP
 """
 
@@ -43,6 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, help="initial learning rate (1e-2)")
     g.add_argument("--arch", help="model registry name (default: the plan's); the plan's topology is kept")
     g.add_argument("--seed", type=int, help="seed of the network initialisation and of every batch")
+    p = parser.add_argument_group("fine-tuning from a pretrained model (docs/training.md)")
+    p.add_argument("--pretrained", metavar="MODEL_DIR_OR_CHECKPOINT",
+                   help="start from this unetkit model: every weight whose name and shape match is loaded "
+                        "(a model folder, a fold folder or a .safetensors checkpoint); not re-applied on --resume")
+    p.add_argument("--pretrained-channels", choices=["average", "repeat"],
+                   help="adapt a pretrained first convolution made for another number of input channels")
+    p.add_argument("--freeze-encoder-iterations", type=int, metavar="N",
+                   help="train with the encoder frozen for the first N iterations, then everything (0)")
     h = parser.add_argument_group("hardware")
     h.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (auto: CUDA if available)")
     h.add_argument("--compile", dest="compile", action="store_true", default=None, help="torch.compile the network")
@@ -68,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 OVERRIDE_KEYS = ("epochs", "iterations_per_epoch", "val_iterations", "batch_size", "lr", "arch", "seed", "device",
-                 "compile", "amp", "channels_last", "num_workers", "deterministic")
+                 "compile", "amp", "channels_last", "num_workers", "deterministic", "pretrained",
+                 "pretrained_channels", "freeze_encoder_iterations")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     from unetkit.training.trainer import TrainingError, train
 
     overrides = {k: getattr(args, k) for k in OVERRIDE_KEYS if getattr(args, k, None) is not None}
+    if "pretrained" in overrides:  # recorded as an absolute path: the run may be resumed from elsewhere
+        overrides["pretrained"] = str(Path(overrides["pretrained"]).expanduser().resolve())
     try:
         fold = parse_fold(args.fold)
         if args.validate_only:

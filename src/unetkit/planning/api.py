@@ -56,7 +56,8 @@ def _fingerprint_staleness(fp: dict, signatures: dict[str, str], num_channels: i
 def plan_dataset(dataset_root: str | Path, workdir: str | Path | None = None, memory_gb: float | None = None,
                  num_processes: int | None = None, force: bool = False, device: str | None = None,
                  name: str | None = None, log: Callable[[str], None] | None = None,
-                 progress: Callable[[int, int], None] | None = None, planner: str = "default") -> Path:
+                 progress: Callable[[int, int], None] | None = None, planner: str = "default",
+                 plans_from: str | Path | None = None) -> Path:
     """Write ``WORKDIR/NAME/fingerprint.json`` and ``plans.json`` for a raw dataset.
 
     Args:
@@ -74,20 +75,26 @@ def plan_dataset(dataset_root: str | Path, workdir: str | Path | None = None, me
         planner: ``default`` (nnU-Net's ExperimentPlanner, plain U-Net) or ``resenc_m``,
             ``resenc_l``, ``resenc_xl`` (nnU-Net's nnUNetPlannerResEncM/L/XL: plans for the
             ``resenc_unet_*`` models).
+        plans_from: another dataset's plans.json or work folder whose network, patch and batch
+            the shared configurations take (:mod:`unetkit.planning.transfer`), so that a model
+            trained there can be fine-tuned here; spacing and normalization stay this dataset's.
 
     Returns:
         Path of the written plans.json.
     """
     from unetkit.utils.locks import folder_lock
 
+    from unetkit.planning.transfer import load_source_plans
+
     say = log or (lambda message: None)
     rules = network_rules(planner)
     budget = budget_for(memory_gb, device, rules)
     dataset = load_dataset(dataset_root)
     paths = WorkPaths.for_dataset(dataset_root, workdir, name)
+    source = load_source_plans(plans_from) if plans_from is not None else None  # checked before any work
     with folder_lock(paths.root, "unetkit plan"):
         return _plan_locked(dataset, dataset_root, paths, PlannerSettings(memory_gb=budget, network=rules), memory_gb,
-                            device, num_processes, force, say, progress)
+                            device, num_processes, force, say, progress, source)
 
 
 def _current_fingerprint(dataset, paths: WorkPaths, num_processes: int | None, force: bool,
@@ -119,7 +126,9 @@ def _current_fingerprint(dataset, paths: WorkPaths, num_processes: int | None, f
 
 def _plan_locked(dataset, dataset_root, paths: WorkPaths, settings: PlannerSettings, memory_gb: float | None,
                  device: str | None, num_processes: int | None, force: bool, say: Callable[[str], None],
-                 progress: Callable[[int, int], None] | None) -> Path:
+                 progress: Callable[[int, int], None] | None, source: tuple[dict, Path] | None = None) -> Path:
+    from unetkit.planning.transfer import transfer_plans
+
     fingerprint = _current_fingerprint(dataset, paths, num_processes, force, say, progress)
     plans = plan_experiment(fingerprint, {str(k): v for k, v in dataset.channel_names.items()},
                             {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataset.labels.items()},
@@ -136,6 +145,8 @@ def _plan_locked(dataset, dataset_root, paths: WorkPaths, settings: PlannerSetti
         plans["regions_class_order"] = list(dataset.regions_class_order)
     if device is not None and memory_gb is None:
         plans["device_preset"] = device
+    if source is not None:
+        plans = transfer_plans(plans, source[0], source[1], say)
     validate_plans(plans, paths.plans)
 
     # Like nnU-Net: configurations a person added to an existing plans.json are kept; the

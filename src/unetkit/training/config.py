@@ -58,6 +58,9 @@ class TrainingConfig:
     deterministic: bool = False            # deterministic kernels (slower); needed for exact resume
     save_every: int = 1                    # write checkpoint_latest every N epochs
     plot_every: int = 1                    # redraw progress.png every N epochs
+    pretrained: str | None = None          # checkpoint/model folder to start from (fine-tuning)
+    pretrained_channels: str | None = None # average | repeat: adapt a first conv made for other channels
+    freeze_encoder_iterations: int = 0     # train with the encoder frozen for this many iterations first
     extra: dict = field(default_factory=dict)  # free-form notes carried into checkpoints
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,6 +114,12 @@ class TrainingConfig:
             raise ConfigError(f"{source}: oversample_foreground must lie in [0, 1], found {self.oversample_foreground}")
         if not 0.0 <= self.ema_momentum < 1.0:
             raise ConfigError(f"{source}: ema_momentum must lie in [0, 1), found {self.ema_momentum}")
+        if self.freeze_encoder_iterations < 0:
+            raise ConfigError(f"{source}: freeze_encoder_iterations must be 0 or more, "
+                              f"found {self.freeze_encoder_iterations}")
+        if self.pretrained_channels not in (None, "average", "repeat"):
+            raise ConfigError(f"{source}: pretrained_channels must be average or repeat, "
+                              f"found {self.pretrained_channels!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"{source}: device must be auto, cpu, cuda or cuda:N, found {self.device!r}")
 

@@ -153,6 +153,44 @@ def build_network(spec: dict[str, Any]) -> torch.nn.Module:
                         deep_supervision=spec["deep_supervision"], **spec["kwargs"])
 
 
+def apply_pretrained(network: torch.nn.Module, config: TrainingConfig, num_heads: int,
+                     log: Callable[..., None]) -> dict[str, Any]:
+    """Load ``config.pretrained`` into ``network`` (name- and shape-matched); returns the record to store."""
+    from unetkit.training.pretrained import PretrainedError, load_source, transfer_weights
+
+    try:
+        source = load_source(config.pretrained)
+        report = transfer_weights(network, source.weights, num_heads, config.pretrained_channels)
+    except PretrainedError as exc:
+        raise TrainingError(f"--pretrained {config.pretrained}: {exc}") from exc
+    log(f"pretrained: {source.weights_path} (sha256 {source.sha256})")
+    for line in report.lines():
+        log(line)
+    return {**source.record(), **report.to_dict()}
+
+
+def update_encoder_freeze(network: torch.nn.Module, config: TrainingConfig, iteration: int,
+                          log: Callable[..., None]) -> None:
+    """Encoder frozen while ``iteration < freeze_encoder_iterations``, trainable from then on.
+
+    Frozen parameters get no gradient, and SGD leaves a parameter without gradient untouched
+    (no step, no weight decay, no momentum), so the encoder stays exactly as loaded.
+    """
+    from unetkit.training.pretrained import PretrainedError, encoder_parameters, set_encoder_trainable
+
+    if not config.freeze_encoder_iterations:
+        return
+    frozen = iteration < config.freeze_encoder_iterations
+    params = encoder_parameters(network)
+    if params and all(p.requires_grad != frozen for p in params):
+        return  # already in the wanted state
+    try:
+        count = set_encoder_trainable(network, not frozen)
+    except PretrainedError as exc:
+        raise TrainingError(str(exc)) from exc
+    log(f"iteration {iteration}: encoder ({count} tensors) {'frozen' if frozen else 'trainable again'}")
+
+
 def configure_determinism(config: TrainingConfig, device: torch.device) -> None:
     """Seed every generator; with ``deterministic``, ask torch for deterministic kernels."""
     torch.manual_seed(config.seed)
@@ -277,6 +315,7 @@ class TrainingRun:
     preprocessed: Path
     network: dict[str, Any] | None = None   # network_spec(...), set when the network is built
     data_signatures: dict[str, str | None] = field(default_factory=dict)  # case -> raw files' signature
+    pretrained: dict[str, Any] | None = None  # source (path, sha256) and what was loaded, when fine-tuning
 
 
 @dataclass
@@ -385,6 +424,7 @@ def _checkpoint_meta(run: TrainingRun, epoch: int, history: TrainingHistory, bes
         "data_signatures": dict(run.data_signatures),
         "num_parameters": sum(p.numel() for p in unwrap_model(model).parameters()),
         "torch_version": torch.__version__,
+        "pretrained": run.pretrained,
     }
 
 
@@ -530,31 +570,17 @@ def _check_same_data(run: TrainingRun, resume_name: str, meta: dict, policy: str
                   "retrain)")
 
 
-def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistContext) -> TrainResult:
-    cfg, out, device = run.config, run.output_dir, ctx.device
-    configure_determinism(cfg, device)
-    local_sizes = split_batch(cfg.batch_size, ctx.world_size)
-    local_bs = local_sizes[ctx.rank]
-    oversample = local_oversample(cfg.batch_size, ctx.world_size, ctx.rank, cfg.oversample_foreground)
+def _initial_state(run: TrainingRun, resume_name: str | None, network: torch.nn.Module,
+                   optimizer: torch.optim.Optimizer, scaler: Any, log: RunLog, ctx: DistContext
+                   ) -> tuple[int, float | None, TrainingHistory]:
+    """``(start_epoch, best_ema, history)``: restored from ``resume_name``, or a fresh (maybe pretrained) start.
 
-    log(f"unetkit train: {run.paths.root.name} {run.configuration} fold {run.fold} -> {out}")
-    log(f"device {device} x {ctx.world_size} process(es); torch {torch.__version__}; python {platform.python_version()}")
-    if "patch_size_planned" in run.entry:
-        log(f"patch {run.entry['patch_size_planned']} of the plan {run.entry['patch_size_note']}: "
-            f"{run.entry['patch_size']}")
-    log(f"training cases {len(run.train_cases)}, validation cases {len(run.val_cases)}; "
-        f"patch {run.entry['patch_size']}, global batch {cfg.batch_size} (per process {local_sizes})")
-    log("config " + json.dumps(cfg.to_dict()))
-
-    run.network = network_spec(run.plans, run.entry, cfg, run.labels.num_heads, log)
-    network = build_network(run.network).to(device)
-    network = network.to(memory_format=memory_format(cfg, device, run.network["spatial_dims"] + 2))
-    log(f"network {cfg.arch}: {sum(p.numel() for p in network.parameters()):,} parameters")
-    optimizer = make_optimizer(network, cfg)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    Pretrained weights are applied only to a fresh start: a resumed run continues from its own
+    checkpoint and keeps the record of the source it was started from.
+    """
+    cfg, out = run.config, run.output_dir
     history = TrainingHistory(cfg.ema_momentum)
     start_epoch, best_ema = 0, None
-
     if resume_name is not None:
         try:
             ckpt = load_checkpoint(out, resume_name)
@@ -577,9 +603,42 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
         if ckpt.meta.get("world_size", 1) != ctx.world_size:
             log(f"note: the checkpoint was written by {ckpt.meta.get('world_size')} process(es), now "
                 f"{ctx.world_size}; batches after the resume differ from an uninterrupted run")
+        run.pretrained = ckpt.meta.get("pretrained")
         log(f"resumed from {resume_name} after epoch {start_epoch}")
-    elif resume_name is None and ctx.is_main and (out / "progress.json").exists():
-        log("no checkpoint to resume from; starting from scratch")
+    else:
+        if ctx.is_main and (out / "progress.json").exists():
+            log("no checkpoint to resume from; starting from scratch")
+        if cfg.pretrained:
+            run.pretrained = apply_pretrained(network, cfg, run.labels.num_heads, log)
+    if cfg.freeze_encoder_iterations and ctx.enabled:
+        raise TrainingError("freeze_encoder_iterations is not supported with distributed training (DDP needs the "
+                            "same trainable parameters on every step); train the warm-up in one process")
+    return start_epoch, best_ema, history
+
+
+def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistContext) -> TrainResult:
+    cfg, out, device = run.config, run.output_dir, ctx.device
+    configure_determinism(cfg, device)
+    local_sizes = split_batch(cfg.batch_size, ctx.world_size)
+    local_bs = local_sizes[ctx.rank]
+    oversample = local_oversample(cfg.batch_size, ctx.world_size, ctx.rank, cfg.oversample_foreground)
+
+    log(f"unetkit train: {run.paths.root.name} {run.configuration} fold {run.fold} -> {out}")
+    log(f"device {device} x {ctx.world_size} process(es); torch {torch.__version__}; python {platform.python_version()}")
+    if "patch_size_planned" in run.entry:
+        log(f"patch {run.entry['patch_size_planned']} of the plan {run.entry['patch_size_note']}: "
+            f"{run.entry['patch_size']}")
+    log(f"training cases {len(run.train_cases)}, validation cases {len(run.val_cases)}; "
+        f"patch {run.entry['patch_size']}, global batch {cfg.batch_size} (per process {local_sizes})")
+    log("config " + json.dumps(cfg.to_dict()))
+
+    run.network = network_spec(run.plans, run.entry, cfg, run.labels.num_heads, log)
+    network = build_network(run.network).to(device)
+    network = network.to(memory_format=memory_format(cfg, device, run.network["spatial_dims"] + 2))
+    log(f"network {cfg.arch}: {sum(p.numel() for p in network.parameters()):,} parameters")
+    optimizer = make_optimizer(network, cfg)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    start_epoch, best_ema, history = _initial_state(run, resume_name, network, optimizer, scaler, log, ctx)
 
     if start_epoch >= cfg.epochs:
         log(f"nothing to do: {start_epoch} of {cfg.epochs} epochs are done (pass --epochs to train longer)")
@@ -590,7 +649,8 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
         atomic_write_json(out / "training_config.json",
                           {"configuration": run.configuration, "fold": run.fold, "world_size": ctx.world_size,
                            "train_cases": run.train_cases, "val_cases": run.val_cases,
-                           "data_signatures": run.data_signatures, "config": cfg.to_dict()})
+                           "data_signatures": run.data_signatures, "pretrained": run.pretrained,
+                           "config": cfg.to_dict()})
 
     if cfg.compile:
         log("compiling the network with torch.compile (the first iterations are slow)")
@@ -630,6 +690,7 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
             run_eta = format_seconds(history.eta_seconds(cfg.epochs))
             with bar.epoch(epoch, cfg.epochs, iters, run_eta, dice_text):
                 for it in range(iters):
+                    update_encoder_freeze(network, cfg, epoch * iters + it, log)
                     t0 = time.perf_counter()
                     w0 = train_loader.wait_seconds
                     batch = next(train_loader)
