@@ -200,3 +200,31 @@ def test_export_install_predict_gives_the_label_maps_of_the_original_model(train
             assert np.array_equal(labels, reference), (label, case)
     # predict -m package.zip left nothing behind beside the package.
     assert sorted(p.name for p in package.parent.iterdir()) == ["model.zip"]
+
+
+def test_a_best_checkpoint_package_predicts_with_best_by_default(trained_model, tmp_path) -> None:
+    raw, model_dir = trained_model
+    package = tmp_path / "best.zip"
+    assert main(["export", str(model_dir), str(package), "--checkpoint", "best", "-f", "0"]) == 0
+    with zipfile.ZipFile(package) as archive:
+        manifest = json.loads(archive.read(MANIFEST))
+    assert manifest["checkpoint"] == "checkpoint_best" and manifest["folds"] == ["0"]
+    assert all("checkpoint_final" not in name for name in manifest["files"])
+    image = str(sorted((raw / "imagesTr").glob("*_0000.nii.gz"))[0])
+    case = Path(image).name[: -len("_0000.nii.gz")]
+    common = ["-i", image, "--device", "cpu", "--no-mirror", "--quiet"]
+    assert main(["predict", *common, "-o", str(tmp_path / "a"), "-m", str(model_dir), "--checkpoint", "best"]) == 0
+    assert main(["predict", *common, "-o", str(tmp_path / "b"), "-m", str(package)]) == 0
+    a, _ = read_label(tmp_path / "a" / f"{case}.nii.gz")
+    b, _ = read_label(tmp_path / "b" / f"{case}.nii.gz")
+    assert np.array_equal(a, b)
+    # A package holds only what it was asked for: asking it for the final checkpoint names the miss.
+    assert main(["predict", *common, "-o", str(tmp_path / "c"), "-m", str(package), "--checkpoint", "final"]) == 1
+
+
+def test_export_refuses_a_folder_that_is_not_a_trained_configuration(tmp_path) -> None:
+    from unetkit.inference.package import export_package
+
+    with pytest.raises(PackageError, match="trained configuration folder"):
+        export_package(tmp_path, tmp_path / "x.zip")
+    assert not (tmp_path / "x.zip").exists()
