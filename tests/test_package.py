@@ -20,7 +20,12 @@ import torch
 
 from unetkit.cli import main
 from unetkit.data.io import read_label
-from unetkit.inference.package import MANIFEST, PackageError, install_package, verify_package
+from unetkit.inference.package import (
+    MANIFEST,
+    PackageError,
+    install_package,
+    verify_package,
+)
 
 torch.set_num_threads(1)
 
@@ -210,7 +215,7 @@ def test_a_best_checkpoint_package_predicts_with_best_by_default(trained_model, 
         manifest = json.loads(archive.read(MANIFEST))
     assert manifest["checkpoint"] == "checkpoint_best" and manifest["folds"] == ["0"]
     assert all("checkpoint_final" not in name for name in manifest["files"])
-    image = str(sorted((raw / "imagesTr").glob("*_0000.nii.gz"))[0])
+    image = str(min((raw / "imagesTr").glob("*_0000.nii.gz")))
     case = Path(image).name[: -len("_0000.nii.gz")]
     common = ["-i", image, "--device", "cpu", "--no-mirror", "--quiet"]
     assert main(["predict", *common, "-o", str(tmp_path / "a"), "-m", str(model_dir), "--checkpoint", "best"]) == 0

@@ -30,9 +30,9 @@ import stat
 import struct
 import tempfile
 import zipfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from unetkit.data.errors import DataError
 from unetkit.utils.atomic import atomic_directory, atomic_path, read_json
@@ -62,19 +62,6 @@ class InstalledPackage:
     work_root: Path
     model_dir: Path
     manifest: dict
-
-
-def _sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- export
@@ -141,18 +128,27 @@ def export_package(model_dir: str | Path, destination: str | Path, *, checkpoint
             load_checkpoint(model_dir / f"fold_{fold}", name, verify=True, with_state=False)
         except CheckpointError as exc:
             raise PackageError(str(exc), model_dir / f"fold_{fold}") from exc
-    contents = {arcname: path.read_bytes() for arcname, path in sources.items()}
-    manifest = {"format": PACKAGE_FORMAT, "format_version": PACKAGE_VERSION, "unetkit_version": __version__,
-                "dataset": model_dir.parent.parent.name, "model": model_dir.name, "checkpoint": name,
-                "folds": fold_names,
-                "files": {a: {"sha256": _sha256_bytes(d), "size": len(d)} for a, d in sorted(contents.items())}}
+    files: dict[str, dict] = {}
     destination = Path(destination)
-    with atomic_path(destination, suffix=".zip") as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(_member_info(MANIFEST), json.dumps(manifest, indent=2) + "\n")
-            for arcname, data in sorted(contents.items()):
-                archive.writestr(_member_info(arcname), data)
+    with atomic_path(destination, suffix=".zip") as tmp, zipfile.ZipFile(tmp, "w") as archive:
+        for arcname, source in sorted(sources.items()):
+            files[arcname] = _copy_hashed(source, archive, arcname)  # streamed: weights may be GBs
+        manifest = {"format": PACKAGE_FORMAT, "format_version": PACKAGE_VERSION, "unetkit_version": __version__,
+                    "dataset": model_dir.parent.parent.name, "model": model_dir.name, "checkpoint": name,
+                    "folds": fold_names, "files": files}
+        archive.writestr(_member_info(MANIFEST), json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def _copy_hashed(source: Path, archive: zipfile.ZipFile, arcname: str) -> dict:
+    """Copy ``source`` into ``archive`` as ``arcname``; its SHA-256 and size as copied."""
+    digest, size = hashlib.sha256(), 0
+    with open(source, "rb") as src, archive.open(_member_info(arcname), "w", force_zip64=True) as dst:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+            dst.write(block)
+    return {"sha256": digest.hexdigest(), "size": size}
 
 
 def _member_info(arcname: str) -> zipfile.ZipInfo:
@@ -280,11 +276,11 @@ def verify_package(path: str | Path) -> dict:
         for info in infos:
             problem = _check_member_info(info, manifest)
             if problem is None and info.filename != MANIFEST:
-                data = _read_member(archive, info, path)
-                if _sha256_bytes(data) != manifest["files"][info.filename]["sha256"]:
+                digest, head = _hash_member(archive, info, path)
+                if digest != manifest["files"][info.filename]["sha256"]:
                     problem = "does not match its SHA-256 in the manifest (the file was altered or damaged)"
                 else:
-                    problem = _content_problem(info.filename, data)
+                    problem = _content_problem(info.filename, head)
             if problem is not None:
                 raise PackageError(f"member {info.filename!r} {problem}", path)
         if not any(m.endswith(".safetensors") for m in manifest["files"]):
@@ -292,11 +288,27 @@ def verify_package(path: str | Path) -> dict:
     return manifest
 
 
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytes:
+#: Bytes of a member kept for the content check: all of a JSON file, a safetensors file's header.
+_HEAD_BYTES = 16 << 20
+
+
+def _member_blocks(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> Iterator[bytes]:
+    """The member's bytes in blocks; a damaged member is a :class:`PackageError`."""
     try:
-        return archive.read(info)
+        with archive.open(info) as handle:
+            yield from iter(lambda: handle.read(1 << 20), b"")
     except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
         raise PackageError(f"member {info.filename!r} cannot be read ({exc})", path) from exc
+
+
+def _hash_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> tuple[str, bytes]:
+    """SHA-256 of a member and its first bytes (at most :data:`_HEAD_BYTES`)."""
+    digest, head = hashlib.sha256(), bytearray()
+    for block in _member_blocks(archive, info, path):
+        digest.update(block)
+        if len(head) < _HEAD_BYTES:
+            head += block[: _HEAD_BYTES - len(head)]
+    return digest.hexdigest(), bytes(head)
 
 
 # ----------------------------------------------------------------------------- install
@@ -319,13 +331,16 @@ def install_package(path: str | Path, workdir: str | Path, *, overwrite: bool = 
                            "or install into another work folder", path)
     with atomic_directory(work_root, overwrite=overwrite) as tmp, zipfile.ZipFile(path) as archive:
         for member, expected in manifest["files"].items():
-            data = _read_member(archive, archive.getinfo(member), path)
-            # Hashed again: the archive may have changed since it was verified.
-            if _sha256_bytes(data) != expected["sha256"]:
-                raise PackageError(f"member {member!r} changed while being installed", path)
             target = tmp / member
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+            digest = hashlib.sha256()
+            with open(target, "wb") as out:
+                for block in _member_blocks(archive, archive.getinfo(member), path):
+                    digest.update(block)
+                    out.write(block)
+            # Hashed again: the archive may have changed since it was verified.
+            if digest.hexdigest() != expected["sha256"]:
+                raise PackageError(f"member {member!r} changed while being installed", path)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return InstalledPackage(work_root, work_root / "models" / manifest["model"], manifest)
 
@@ -350,5 +365,5 @@ def temporary_install(path: str | Path) -> Iterator[InstalledPackage]:
         yield install_package(path, folder)
 
 
-__all__ = ["MANIFEST", "InstalledPackage", "PackageError", "export_package", "file_sha256", "install_package",
+__all__ = ["MANIFEST", "InstalledPackage", "PackageError", "export_package", "install_package",
            "is_package", "temporary_install", "verify_package"]
