@@ -115,6 +115,18 @@ def _hostile(kind: str, tmp_path: Path) -> Path:
         target = b"/etc/passwd"
         name = f"models/{MODEL}/postprocessing.json"
         return _package(path, dict(files, **{name: target}), modes={name: stat.S_IFLNK | 0o777})
+    if kind == "missing_member":
+        manifest = _manifest_for(files)
+        del files["fingerprint.json"]
+        return _package(path, files, manifest)
+    if kind == "outside_layout":
+        return _package(path, dict(files, **{"run_me.sh": b"#!/bin/sh\n"}))
+    if kind == "unsafe_dataset_name":
+        return _package(path, files, dict(_manifest_for(files), dataset="../elsewhere"))
+    if kind == "size_mismatch":
+        manifest = _manifest_for(files)
+        manifest["files"]["plans.json"]["size"] += 1
+        return _package(path, files, manifest)
     raise AssertionError(kind)
 
 
@@ -131,6 +143,10 @@ def _hostile(kind: str, tmp_path: Path) -> Path:
     ("pickle_as_safetensors", "pickle"),
     ("raw_pickle_as_safetensors", "pickle"),
     ("symlink", "symbolic link"),
+    ("missing_member", "missing members \\['fingerprint.json'\\]"),
+    ("outside_layout", "not a file a model package holds"),
+    ("unsafe_dataset_name", "dataset '../elsewhere'"),
+    ("size_mismatch", "the manifest lists"),
 ])
 def test_hostile_archives_are_refused_before_anything_is_written(kind, message, tmp_path) -> None:
     package = _hostile(kind, tmp_path)
