@@ -249,3 +249,10 @@ def test_export_refuses_a_folder_that_is_not_a_trained_configuration(tmp_path) -
     with pytest.raises(PackageError, match="trained configuration folder"):
         export_package(tmp_path, tmp_path / "x.zip")
     assert not (tmp_path / "x.zip").exists()
+
+
+def test_predict_names_a_missing_package(tmp_path, capsys) -> None:
+    image = tmp_path / "case_0000.nii.gz"
+    assert main(["predict", "-i", str(image), "-o", str(tmp_path / "out"), "-m", str(tmp_path / "gone.zip")]) == 1
+    assert "gone.zip: no such package file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

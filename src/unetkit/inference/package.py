@@ -353,9 +353,12 @@ def _same_manifest(installed: Path, manifest: dict) -> bool:
 
 
 def is_package(path: str | Path) -> bool:
-    """True when ``path`` names a file that should be read as a model package (a .zip file)."""
+    """True when ``path`` should be read as a model package: a .zip name that is not a folder.
+
+    A missing .zip is a package too, so that the error says no such package file.
+    """
     path = Path(path)
-    return path.suffix.lower() == ".zip" and path.is_file()
+    return path.suffix.lower() == ".zip" and not path.is_dir()
 
 
 @contextlib.contextmanager
