@@ -26,6 +26,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("models", "unetkit.cli.models_cmd", "list the registered models with parameters and FLOPs"),
     ("profile", "unetkit.cli.profile_cmd", "parameters, FLOPs, latency and peak memory of one model"),
     ("predict", "unetkit.cli.predict_cmd", "predict new images with trained models (folds, ensembles)"),
+    ("export", "unetkit.cli.export_cmd", "write a trained model as one shareable archive (a model package)"),
+    ("install", "unetkit.cli.install_cmd", "check a model package and install it into a work folder"),
     ("evaluate", "unetkit.cli.evaluate_cmd", "evaluate predictions against references (Dice, HD95, NSD, ...)"),
     ("select", "unetkit.cli.select_cmd", "rank trained configurations and ensembles on cross-validation"),
     ("run", "unetkit.cli.run_cmd", "plan, preprocess, train, predict and evaluate a dataset in one go"),

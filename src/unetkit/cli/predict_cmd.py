@@ -1,7 +1,8 @@
 """Predict new images with trained models.
 
 MODEL_DIR is a trained configuration folder WORKDIR/NAME/models/CONFIG__ARCH/ (all its fold_F
-folders form an ensemble unless -f picks some) or a single fold_F folder. Several -m folders form
+folders form an ensemble unless -f picks some), a single fold_F folder, or a model package
+(PACKAGE.zip from `unetkit export`: checked and unpacked into a temporary folder, then used as is). Several -m folders form
 a configuration ensemble (probabilities averaged on the input's grid). Input is a folder named
 like imagesTs (CASE_0000.ext, CASE_0001.ext ... one file per channel), image files, or .txt
 files listing image paths. Predictions are written as OUT/CASE.ext in the input's format and
@@ -12,6 +13,7 @@ examples:
   unetkit predict -i scan_0000.nii.gz -o pred -m .../3d_fullres__plain_unet -f 0 --checkpoint best
   unetkit predict -i imagesTs -o pred -m .../2d__plain_unet .../3d_fullres__plain_unet --save-probabilities
   unetkit predict -i imagesTs -o pred -m MODEL_DIR --continue        # skip cases already written
+  unetkit predict -i imagesTs -o pred -m hippocampus_3d.zip           # a model package
   unetkit predict --ensemble pred_2d pred_3d -o pred_ens              # average saved probabilities
 """
 
@@ -26,11 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``unetkit predict`` (no torch import here)."""
     parser.add_argument("-i", "--input", nargs="+", help="input folder, image files, or .txt lists of image paths")
     parser.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
-    parser.add_argument("-m", "--model", nargs="+", help="trained configuration folder(s) or fold folder(s)")
+    parser.add_argument("-m", "--model", nargs="+",
+                        help="trained configuration folder(s), fold folder(s) or model package(s) (.zip)")
     parser.add_argument("-f", "--folds", nargs="+", default=None,
                         help="folds to ensemble (default: every fold_F folder present)")
-    parser.add_argument("--checkpoint", choices=["final", "best", "latest"], default="final",
-                        help="which checkpoint of each fold (default final; latest falls back to final)")
+    parser.add_argument("--checkpoint", choices=["final", "best", "latest"], default=None,
+                        help="which checkpoint of each fold (default final, or the one a package holds; "
+                             "latest falls back to final)")
     parser.add_argument("--save-probabilities", action="store_true",
                         help="also write CASE.npz (float16 probabilities on the input's grid) and CASE.json")
     parser.add_argument("--continue", dest="skip_existing", action="store_true",
@@ -78,6 +82,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --step-size must be in (0, 1], got {args.step_size}", file=sys.stderr)
         return 2
 
+    import contextlib
+
+    from unetkit.inference.package import is_package, temporary_install
+
+    with contextlib.ExitStack() as stack:
+        model_dirs, checkpoint = [], args.checkpoint
+        for model in args.model:
+            if is_package(model):
+                installed = stack.enter_context(temporary_install(model))
+                model_dirs.append(installed.model_dir)
+                checkpoint = checkpoint or installed.manifest["checkpoint"][len("checkpoint_"):]
+            else:
+                model_dirs.append(Path(model))
+        return _predict(args, model_dirs, checkpoint or "final")
+
+
+def _predict(args: argparse.Namespace, model_dirs: list[Path], checkpoint: str) -> int:
+    """Predict with the model folders (packages already unpacked)."""
     import torch
 
     from unetkit.inference.predictor import Predictor, collect_inputs
@@ -95,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {args.postprocessing}: no such postprocessing file", file=sys.stderr)
             return 2
         options["postprocessing"] = load_postprocessing(args.postprocessing)
-    predictor = Predictor.from_model_dir(args.model, args.folds, args.checkpoint, args.device,
+    predictor = Predictor.from_model_dir(model_dirs, args.folds, checkpoint, args.device,
                                          step_size=args.step_size, mirror=args.mirror, tile_batch=args.tile_batch,
                                          use_gaussian=args.gaussian, amp=args.amp, compile=args.compile,
                                          progress=not args.quiet, **options)
