@@ -71,7 +71,8 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks (weights can be large)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -137,7 +138,7 @@ def save_checkpoint(folder: str | Path, name: str, model: torch.nn.Module, *,
         full_meta = dict(meta or {})
         full_meta.update({"format_version": FORMAT_VERSION, "name": name, "rng": rng_meta,
                           "files": {"weights": weights_path.name, "state": state_path.name},
-                          "sha256": {"weights": _sha256(tmp_weights), "state": _sha256(tmp_state)}})
+                          "sha256": {"weights": file_sha256(tmp_weights), "state": file_sha256(tmp_state)}})
         _write_json_to(tmp_meta, full_meta)
     return weights_path, state_path, meta_path
 
@@ -206,7 +207,7 @@ def load_checkpoint(folder: str | Path, name: str, verify: bool = True,
         for key, path in paths.items():
             if not path.is_file():
                 raise CheckpointError(f"{path}: missing ({meta_path.name} refers to it)")
-            if expected.get(key) != _sha256(path):
+            if expected.get(key) != file_sha256(path):
                 raise CheckpointError(f"{path}: content does not match {meta_path.name} (the checkpoint was "
                                       f"interrupted while being written, or a file was replaced)")
     weights = load_weights(weights_path)

@@ -20,7 +20,6 @@ names its contracting path; a network without such modules has no encoder to fre
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,8 @@ from typing import Any
 
 import torch
 
-from unetkit.training.checkpoint import CheckpointError, checkpoint_files, load_checkpoint, load_weights
+from unetkit.training.checkpoint import (CheckpointError, checkpoint_files, file_sha256, load_checkpoint,
+                                         load_weights)
 
 #: Top-level module names (prefixes) that make up a network's encoder in the model zoo.
 ENCODER_PREFIXES = ("enc", "stem", "down", "patch_embed", "pos_embed", "root", "body")
@@ -80,14 +80,6 @@ class TransferReport:
         return out
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _fold_folder(model_dir: Path) -> Path:
     """``fold_all`` if present, else the lowest-numbered ``fold_N`` holding a checkpoint."""
     folds = [p for p in model_dir.iterdir() if p.is_dir() and re.fullmatch(r"fold_(\d+|all)", p.name)]
@@ -132,7 +124,7 @@ def load_source(path: str | Path) -> PretrainedSource:
             weights, meta = load_weights(weights_path), None
     except CheckpointError as exc:
         raise PretrainedError(f"cannot read the pretrained model: {exc}") from exc
-    return PretrainedSource(weights_path, _sha256(weights_path), weights, meta)
+    return PretrainedSource(weights_path, file_sha256(weights_path), weights, meta)
 
 
 def is_encoder_name(name: str) -> bool:
