@@ -616,21 +616,157 @@ def _initial_state(run: TrainingRun, resume_name: str | None, network: torch.nn.
     return start_epoch, best_ema, history
 
 
-def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistContext) -> TrainResult:
-    cfg, out, device = run.config, run.output_dir, ctx.device
-    configure_determinism(cfg, device)
-    local_sizes = split_batch(cfg.batch_size, ctx.world_size)
-    local_bs = local_sizes[ctx.rank]
-    oversample = local_oversample(cfg.batch_size, ctx.world_size, ctx.rank, cfg.oversample_foreground)
+@dataclass
+class _StepClock:
+    """Training-step timing of this session (not of epochs before a resume)."""
 
-    log(f"unetkit train: {run.paths.root.name} {run.configuration} fold {run.fold} -> {out}")
-    log(f"device {device} x {ctx.world_size} process(es); torch {torch.__version__}; python {platform.python_version()}")
+    step_times: list[float] = field(default_factory=list)
+    wait_total: float = 0.0
+    step_total: float = 0.0
+
+    @property
+    def wait_share(self) -> float:
+        return self.wait_total / max(self.step_total, 1e-9)
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"median_seconds_per_iteration": float(np.median(self.step_times)),
+                "data_wait_share": self.wait_share, "iterations_timed": len(self.step_times)}
+
+
+@dataclass
+class _Loop:
+    """What one training session's epochs share."""
+
+    run: TrainingRun
+    network: torch.nn.Module  # unwrapped (what the encoder freeze and the final spread check see)
+    model: torch.nn.Module  # compiled and/or DDP-wrapped, what the steps call
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    loss_fn: Callable
+    spec: LossSpec
+    ctx: DistContext
+    log: RunLog
+    clock: _StepClock = field(default_factory=_StepClock)
+
+
+def _log_header(run: TrainingRun, local_sizes: Sequence[int], log: RunLog, ctx: DistContext) -> None:
+    cfg = run.config
+    log(f"unetkit train: {run.paths.root.name} {run.configuration} fold {run.fold} -> {run.output_dir}")
+    log(f"device {ctx.device} x {ctx.world_size} process(es); torch {torch.__version__}; "
+        f"python {platform.python_version()}")
     if "patch_size_planned" in run.entry:
         log(f"patch {run.entry['patch_size_planned']} of the plan {run.entry['patch_size_note']}: "
             f"{run.entry['patch_size']}")
     log(f"training cases {len(run.train_cases)}, validation cases {len(run.val_cases)}; "
-        f"patch {run.entry['patch_size']}, global batch {cfg.batch_size} (per process {local_sizes})")
+        f"patch {run.entry['patch_size']}, global batch {cfg.batch_size} (per process {list(local_sizes)})")
     log("config " + json.dumps(cfg.to_dict()))
+
+
+def _wrap_model(network: torch.nn.Module, cfg: TrainingConfig, log: RunLog, ctx: DistContext) -> torch.nn.Module:
+    model = network
+    if cfg.compile:
+        log("compiling the network with torch.compile (the first iterations are slow)")
+        model = torch.compile(network)
+    if ctx.enabled:
+        device = ctx.device
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model
+
+
+def _train_epoch(loop: _Loop, loader: Any, epoch: int, bar: EpochBar,
+                 history: TrainingHistory) -> tuple[float, float, float]:
+    """One epoch's training iterations; returns (mean loss here, data-wait seconds, seconds)."""
+    cfg, iters = loop.run.config, loop.run.config.iterations_per_epoch
+    t_epoch = time.perf_counter()
+    loop.model.train()
+    losses, wait_epoch = [], 0.0
+    last_dice = history.values["ema_fg_dice"][-1] if len(history) else None
+    dice_text = "-" if last_dice is None or math.isnan(last_dice) else f"{last_dice:.4f}"
+    with bar.epoch(epoch, cfg.epochs, iters, format_seconds(history.eta_seconds(cfg.epochs)), dice_text):
+        for it in range(iters):
+            update_encoder_freeze(loop.network, cfg, epoch * iters + it, loop.log)
+            t0, w0 = time.perf_counter(), loader.wait_seconds
+            loss = train_step(loop.model, next(loader), loop.loss_fn, loop.optimizer, loop.scaler, cfg,
+                              loop.ctx.device)
+            losses.append(loss)
+            bar.advance(loss.item() if (bar.enabled and (it % 5 == 0 or it == iters - 1)) else None)
+            dt = time.perf_counter() - t0
+            loop.clock.step_times.append(dt)
+            loop.clock.step_total += dt
+            wait_epoch += loader.wait_seconds - w0
+    loop.clock.wait_total += wait_epoch
+    return float(torch.stack(losses).float().mean().item()), wait_epoch, time.perf_counter() - t_epoch
+
+
+def _validate_epoch(loop: _Loop, loader: Any) -> tuple[float, np.ndarray]:
+    """Validation loss and summed tp/fp/fn counts of this process's validation iterations."""
+    cfg = loop.run.config
+    loop.model.eval()
+    val_losses, counts = [], None
+    for _ in range(cfg.val_iterations):
+        vloss, c = validation_step(loop.model, next(loader), loop.loss_fn, loop.spec, cfg, loop.ctx.device)
+        val_losses.append(vloss)
+        counts = c if counts is None else counts + c
+    val_loss = float(torch.stack(val_losses).float().mean().item()) if val_losses else float("nan")
+    counts_np = counts.cpu().numpy() if counts is not None else np.zeros((3, len(loop.run.labels.names)))
+    return val_loss, counts_np
+
+
+def _save_epoch(loop: _Loop, done: int, history: TrainingHistory, best_ema: float | None, improved: bool) -> None:
+    """Checkpoints (latest every save_every, best, final), progress.json and the plot (rank 0)."""
+    run, cfg, out = loop.run, loop.run.config, loop.run.output_dir
+    meta = _checkpoint_meta(run, done, history, _clean_nan(best_ema), loop.model, loop.ctx)
+    save = dict(optimizer=loop.optimizer, grad_scaler=loop.scaler, meta=meta)
+    if done < cfg.epochs and done % cfg.save_every == 0:
+        save_checkpoint(out, "checkpoint_latest", loop.model, **save)
+    if improved:
+        save_checkpoint(out, "checkpoint_best", loop.model, **save)
+    if done == cfg.epochs:
+        save_checkpoint(out, "checkpoint_final", loop.model, **save)
+        remove_checkpoint(out, "checkpoint_latest")
+    write_progress_json(out / "progress.json", history,
+                        {"configuration": run.configuration, "fold": run.fold,
+                         "class_names": list(run.labels.names), "timing": loop.clock.as_dict()})
+    if done % cfg.plot_every == 0 or done == cfg.epochs:
+        plot_progress(out / "progress.png", history, list(run.labels.names))
+
+
+def _run_epoch(loop: _Loop, loaders: tuple[Any, Any], epoch: int, bar: EpochBar, history: TrainingHistory,
+               best_ema: float | None) -> float | None:
+    """Train and validate one epoch, log it, save its outputs; returns the best EMA pseudo-Dice so far."""
+    cfg, ctx = loop.run.config, loop.ctx
+    t_epoch = time.perf_counter()
+    lr = poly_lr(cfg, epoch)
+    set_lr(loop.optimizer, lr)
+    train_loss, wait_epoch, train_seconds = _train_epoch(loop, loaders[0], epoch, bar, history)
+    val_loss, counts_np = _validate_epoch(loop, loaders[1])
+    # Every process contributes; all end up with identical numbers.
+    train_loss, val_loss = (float(v) for v in all_reduce_numpy(ctx, np.array([train_loss, val_loss]), average=True))
+    counts_np = all_reduce_numpy(ctx, counts_np)
+    dice = dice_from_counts(counts_np) if cfg.val_iterations else [float("nan")] * len(loop.run.labels.names)
+    epoch_seconds = time.perf_counter() - t_epoch
+    wait_share = wait_epoch / max(train_seconds, 1e-9)
+    ema = history.add(epoch, train_loss, val_loss, dice, lr, epoch_seconds, wait_share)
+    improved = not math.isnan(ema) and (best_ema is None or ema > best_ema)
+    if improved:
+        best_ema = ema
+    loop.log(f"epoch {epoch + 1}/{cfg.epochs}: lr {lr:.5f}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
+             f"pseudo-Dice {[round(d, 4) for d in dice]}  EMA {ema:.4f}{' (best)' if improved else ''}  "
+             f"{epoch_seconds:.1f}s (data wait {100 * wait_share:.1f}%)  "
+             f"ETA {format_seconds(history.eta_seconds(cfg.epochs))}")
+    if ctx.is_main:
+        _save_epoch(loop, epoch + 1, history, best_ema, improved)
+    barrier(ctx)
+    return best_ema
+
+
+def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistContext) -> TrainResult:
+    cfg, out, device = run.config, run.output_dir, ctx.device
+    configure_determinism(cfg, device)
+    local_sizes = split_batch(cfg.batch_size, ctx.world_size)
+    oversample = local_oversample(cfg.batch_size, ctx.world_size, ctx.rank, cfg.oversample_foreground)
+    _log_header(run, local_sizes, log, ctx)
 
     run.network = network_spec(run.plans, run.entry, cfg, run.labels.num_heads, log)
     network = build_network(run.network).to(device)
@@ -651,114 +787,44 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
                            "train_cases": run.train_cases, "val_cases": run.val_cases,
                            "data_signatures": run.data_signatures, "pretrained": run.pretrained,
                            "config": cfg.to_dict()})
-
-    if cfg.compile:
-        log("compiling the network with torch.compile (the first iterations are slow)")
-        network = torch.compile(network)
-    model: torch.nn.Module = network
-    if ctx.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(
-            network, device_ids=[device.index] if device.type == "cuda" else None)
-
     spec = LossSpec(batch_dice=bool(cfg.batch_dice), ignore_label=run.labels.ignore_label,
                     regions=run.labels.regions, smooth=cfg.dice_smooth, dice_weight=cfg.dice_weight,
                     ce_weight=cfg.ce_weight, ddp=ctx.enabled)
-    loss_fn = build_loss(spec)
+    loop = _Loop(run, network, _wrap_model(network, cfg, log, ctx), optimizer, scaler, build_loss(spec), spec,
+                 ctx, log)
 
     iters, val_iters = cfg.iterations_per_epoch, cfg.val_iterations
-    train_loader = make_loader(run.preprocessed, run.entry, run.train_cases, batch_size=local_bs,
-                               oversample=oversample, seed=cfg.seed, augment=True,
-                               start_index=start_epoch * iters, config=cfg, ctx=ctx)
+    loader_args = dict(batch_size=local_sizes[ctx.rank], oversample=oversample, config=cfg, ctx=ctx)
+    train_loader = make_loader(run.preprocessed, run.entry, run.train_cases, seed=cfg.seed, augment=True,
+                               start_index=start_epoch * iters, **loader_args)
     val_loader = None
     if val_iters:
-        val_loader = make_loader(run.preprocessed, run.entry, run.val_cases, batch_size=local_bs,
-                                 oversample=oversample, seed=cfg.seed + VAL_SEED_OFFSET, augment=False,
-                                 start_index=start_epoch * val_iters, config=cfg, ctx=ctx)
+        val_loader = make_loader(run.preprocessed, run.entry, run.val_cases, seed=cfg.seed + VAL_SEED_OFFSET,
+                                 augment=False, start_index=start_epoch * val_iters, **loader_args)
     bar = EpochBar(enabled=ctx.is_main)
-    step_times: list[float] = []
-    wait_total = step_total = 0.0
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            t_epoch = time.perf_counter()
-            lr = poly_lr(cfg, epoch)
-            set_lr(optimizer, lr)
-            model.train()
-            losses = []
-            wait_epoch = 0.0
-            last_dice = history.values["ema_fg_dice"][-1] if len(history) else None
-            dice_text = "-" if last_dice is None or math.isnan(last_dice) else f"{last_dice:.4f}"
-            run_eta = format_seconds(history.eta_seconds(cfg.epochs))
-            with bar.epoch(epoch, cfg.epochs, iters, run_eta, dice_text):
-                for it in range(iters):
-                    update_encoder_freeze(network, cfg, epoch * iters + it, log)
-                    t0 = time.perf_counter()
-                    w0 = train_loader.wait_seconds
-                    batch = next(train_loader)
-                    loss = train_step(model, batch, loss_fn, optimizer, scaler, cfg, device)
-                    losses.append(loss)
-                    shown = loss.item() if (bar.enabled and (it % 5 == 0 or it == iters - 1)) else None
-                    bar.advance(shown)
-                    dt = time.perf_counter() - t0
-                    step_times.append(dt)
-                    wait_epoch += train_loader.wait_seconds - w0
-                    step_total += dt
-            train_seconds = time.perf_counter() - t_epoch
-            wait_total += wait_epoch
-            train_loss = float(torch.stack(losses).float().mean().item())
-
-            model.eval()
-            val_losses, counts = [], None
-            for _ in range(val_iters):
-                vloss, c = validation_step(model, next(val_loader), loss_fn, spec, cfg, device)
-                val_losses.append(vloss)
-                counts = c if counts is None else counts + c
-            val_loss = float(torch.stack(val_losses).float().mean().item()) if val_losses else float("nan")
-            counts_np = counts.cpu().numpy() if counts is not None else np.zeros((3, len(run.labels.names)))
-            # Every process contributes; all end up with identical numbers.
-            train_loss, val_loss = (float(v) for v in all_reduce_numpy(ctx, np.array([train_loss, val_loss]),
-                                                                       average=True))
-            counts_np = all_reduce_numpy(ctx, counts_np)
-            dice = dice_from_counts(counts_np) if val_iters else [float("nan")] * len(run.labels.names)
-            epoch_seconds = time.perf_counter() - t_epoch
-            ema = history.add(epoch, train_loss, val_loss, dice, lr, epoch_seconds, wait_epoch / max(train_seconds, 1e-9))
-            done = epoch + 1
-            improved = not math.isnan(ema) and (best_ema is None or ema > best_ema)
-            if improved:
-                best_ema = ema
-            log(f"epoch {done}/{cfg.epochs}: lr {lr:.5f}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
-                f"pseudo-Dice {[round(d, 4) for d in dice]}  EMA {ema:.4f}{' (best)' if improved else ''}  "
-                f"{epoch_seconds:.1f}s (data wait {100 * wait_epoch / max(train_seconds, 1e-9):.1f}%)  "
-                f"ETA {format_seconds(history.eta_seconds(cfg.epochs))}")
-            if ctx.is_main:
-                meta = _checkpoint_meta(run, done, history, _clean_nan(best_ema), model, ctx)
-                if done < cfg.epochs and done % cfg.save_every == 0:
-                    save_checkpoint(out, "checkpoint_latest", model, optimizer=optimizer, grad_scaler=scaler, meta=meta)
-                if improved:
-                    save_checkpoint(out, "checkpoint_best", model, optimizer=optimizer, grad_scaler=scaler, meta=meta)
-                if done == cfg.epochs:
-                    save_checkpoint(out, "checkpoint_final", model, optimizer=optimizer, grad_scaler=scaler, meta=meta)
-                    remove_checkpoint(out, "checkpoint_latest")
-                timing = {"median_seconds_per_iteration": float(np.median(step_times)),
-                          "data_wait_share": wait_total / max(step_total, 1e-9),
-                          "iterations_timed": len(step_times)}  # this session's iterations (not before a resume)
-                write_progress_json(out / "progress.json", history,
-                                    {"configuration": run.configuration, "fold": run.fold,
-                                     "class_names": list(run.labels.names), "timing": timing})
-                if done % cfg.plot_every == 0 or done == cfg.epochs:
-                    plot_progress(out / "progress.png", history, list(run.labels.names))
-            barrier(ctx)
+            best_ema = _run_epoch(loop, (train_loader, val_loader), epoch, bar, history, best_ema)
     finally:
         train_loader.close()
         if val_loader is not None:
             val_loader.close()
+    return _finish(loop, history, best_ema)
+
+
+def _finish(loop: _Loop, history: TrainingHistory, best_ema: float | None) -> TrainResult:
+    """Check that DDP processes agree, log the session's timing, and build the result."""
+    cfg, ctx, log = loop.run.config, loop.ctx, loop.log
     if ctx.enabled:
-        spread = parameters_spread(network, ctx)
+        spread = parameters_spread(loop.network, ctx)
         log(f"parameters of the {ctx.world_size} processes differ by at most {spread:.3g}")
         if spread > 0:
             raise TrainingError(f"distributed processes ended with different parameters (max difference {spread})")
-    med = float(np.median(step_times)) if step_times else None
+    clock = loop.clock
+    med = float(np.median(clock.step_times)) if clock.step_times else None
     log(f"finished {cfg.epochs} epochs; median {med:.3f}s per iteration, data wait "
-        f"{100 * wait_total / max(step_total, 1e-9):.1f}% of step time; best EMA pseudo-Dice "
+        f"{100 * clock.wait_share:.1f}% of step time; best EMA pseudo-Dice "
         f"{best_ema if best_ema is None else round(best_ema, 4)}" if med is not None else "finished")
-    return TrainResult(out, cfg.epochs, _clean_nan(best_ema), history.values["pseudo_dice"][-1],
-                       med, wait_total / max(step_total, 1e-9), unwrap_model(network))
+    return TrainResult(loop.run.output_dir, cfg.epochs, _clean_nan(best_ema), history.values["pseudo_dice"][-1],
+                       med, clock.wait_share, unwrap_model(loop.network))
+
