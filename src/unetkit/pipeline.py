@@ -93,10 +93,7 @@ def run_pipeline(raw: str | Path, workdir: str | Path | None = None, *, configur
     data stops the run (or is retrained), and kept predictions are redone when their input or
     the model changed.
     """
-    from unetkit.inference.predictor import Predictor
-    from unetkit.planning import load_plans, plan_dataset
     from unetkit.preprocessing import preprocess_dataset
-    from unetkit.training.trainer import train
     from unetkit.utils.paths import WorkPaths
 
     say = log or (lambda message: None)
@@ -108,36 +105,18 @@ def run_pipeline(raw: str | Path, workdir: str | Path | None = None, *, configur
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
-    gpu = device == "cuda" or (device == "auto" and _cuda_available())
-    preset = None if memory_gb is not None else ("gpu" if gpu else "cpu")
-    plans_path = plan_dataset(raw, workdir, memory_gb=memory_gb, device=preset, num_processes=num_processes,
-                              log=say)
-    plans = load_plans(plans_path)
-    configuration = configuration or default_configuration(plans)
-    if configuration not in plans["configurations"]:
-        raise DataError(f"configuration {configuration!r} is not in the plans (found "
-                        f"{', '.join(plans['configurations'])})", plans_path)
-    entry = plans["configurations"][configuration]
-    say(f"plan: {configuration} patch {entry['patch_size']}, batch {entry['batch_size']} -> {plans_path}")
+    plans_path, plans, configuration = _plan(raw, workdir, configuration, device, memory_gb, num_processes, say)
     seconds["plan"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    entry = plans["configurations"][configuration]
     preprocess_dataset(raw, workdir, configurations=[configuration], num_processes=num_processes, progress=False)
     say(f"preprocess: -> {paths.preprocessed(entry.get('data_identifier', configuration))}")
     seconds["preprocess"] = time.perf_counter() - t
 
     result = PipelineResult(plans=plans_path, configuration=configuration, model_dir=Path())
     t = time.perf_counter()
-    retrained: set[int] = set()
-    for fold in folds:
-        # resume=True: a rerun continues an interrupted fold, or reports a finished one as done.
-        trained = train(workdir, raw, configuration, fold, overrides, resume=True, echo=False,
-                        on_changed_data=on_changed_data)
-        result.fold_dirs.append(trained.output_dir)
-        if trained.seconds_per_iteration is not None:  # it trained now: earlier predictions are stale
-            retrained.add(int(fold))
-        say(f"train: fold {fold}, {trained.epochs_done} epochs -> {trained.output_dir}")
-    result.model_dir = result.fold_dirs[0].parent
+    retrained = _train_folds(result, raw, workdir, configuration, folds, overrides, on_changed_data, say)
     seconds["train"] = time.perf_counter() - t
 
     if validate:
@@ -152,14 +131,7 @@ def run_pipeline(raw: str | Path, workdir: str | Path | None = None, *, configur
         return result
     t = time.perf_counter()
     output = Path(output) if output else paths.root / "predictions" / result.model_dir.name
-    predictor = Predictor.from_model_dir(result.model_dir, folds=list(folds), device=device, mirror=mirror,
-                                         progress=False)
-    summary = predictor.predict_files(test_input, output, skip_existing=not retrained)
-    result.predictions = output
-    result.num_predicted = len(summary.case_seconds) + len(summary.skipped)
-    redone = f" ({len(summary.stale)} made earlier from other inputs or by another model: predicted again)" \
-        if summary.stale else ""
-    say(f"predict: {result.num_predicted} case(s) -> {output}{redone}")
+    _predict_test(result, test_input, output, folds, retrained, device, mirror, say)
     seconds["predict"] = time.perf_counter() - t
 
     test_labels = Path(test_labels) if test_labels else (raw / "labelsTs" if (raw / "labelsTs").is_dir() else None)
@@ -171,6 +143,59 @@ def run_pipeline(raw: str | Path, workdir: str | Path | None = None, *, configur
         seconds["evaluate"] = time.perf_counter() - t
     result.seconds = seconds
     return result
+
+
+def _plan(raw: Path, workdir: str | Path | None, configuration: str | None, device: str, memory_gb: float | None,
+          num_processes: int | None, say: Callable[[str], None]) -> tuple[Path, dict, str]:
+    """Plan with the GPU or CPU preset (unless a budget is given); the configuration to train."""
+    from unetkit.planning import load_plans, plan_dataset
+
+    gpu = device == "cuda" or (device == "auto" and _cuda_available())
+    preset = None if memory_gb is not None else ("gpu" if gpu else "cpu")
+    plans_path = plan_dataset(raw, workdir, memory_gb=memory_gb, device=preset, num_processes=num_processes,
+                              log=say)
+    plans = load_plans(plans_path)
+    configuration = configuration or default_configuration(plans)
+    if configuration not in plans["configurations"]:
+        raise DataError(f"configuration {configuration!r} is not in the plans (found "
+                        f"{', '.join(plans['configurations'])})", plans_path)
+    entry = plans["configurations"][configuration]
+    say(f"plan: {configuration} patch {entry['patch_size']}, batch {entry['batch_size']} -> {plans_path}")
+    return plans_path, plans, configuration
+
+
+def _train_folds(result: PipelineResult, raw: Path, workdir: str | Path | None, configuration: str,
+                 folds: Sequence[int], overrides: dict[str, Any], on_changed_data: str,
+                 say: Callable[[str], None]) -> set[int]:
+    """Train (or resume, or report as done) each fold; returns the folds that trained now."""
+    from unetkit.training.trainer import train
+
+    retrained: set[int] = set()
+    for fold in folds:
+        # resume=True: a rerun continues an interrupted fold, or reports a finished one as done.
+        trained = train(workdir, raw, configuration, fold, overrides, resume=True, echo=False,
+                        on_changed_data=on_changed_data)
+        result.fold_dirs.append(trained.output_dir)
+        if trained.seconds_per_iteration is not None:  # it trained now: earlier predictions are stale
+            retrained.add(int(fold))
+        say(f"train: fold {fold}, {trained.epochs_done} epochs -> {trained.output_dir}")
+    result.model_dir = result.fold_dirs[0].parent
+    return retrained
+
+
+def _predict_test(result: PipelineResult, test_input: Path, output: Path, folds: Sequence[int], retrained: set[int],
+                  device: str, mirror: bool, say: Callable[[str], None]) -> None:
+    """Predict the test images; kept predictions are reused unless a fold trained now."""
+    from unetkit.inference.predictor import Predictor
+
+    predictor = Predictor.from_model_dir(result.model_dir, folds=list(folds), device=device, mirror=mirror,
+                                         progress=False)
+    summary = predictor.predict_files(test_input, output, skip_existing=not retrained)
+    result.predictions = output
+    result.num_predicted = len(summary.case_seconds) + len(summary.skipped)
+    redone = f" ({len(summary.stale)} made earlier from other inputs or by another model: predicted again)" \
+        if summary.stale else ""
+    say(f"predict: {result.num_predicted} case(s) -> {output}{redone}")
 
 
 def _validate_and_select(result: PipelineResult, folds: Sequence[int], retrained: set[int], raw: Path, plans: dict,
