@@ -658,44 +658,14 @@ def run_benchmark(suite_path: str | Path, output: str | Path, *, backend: str = 
     if backend not in ("local", "ray"):
         raise ValueError(f"backend must be local or ray, found {backend!r}")
     results = Path(output).resolve()
-    work = results / "work"
-    (results / "runs").mkdir(parents=True, exist_ok=True)
-    suite_copy = results / "suite.yaml"
-    if suite_copy.is_file() and suite_copy.read_text(encoding="utf-8") != suite.text:
-        log(f"note: {suite_copy} differs from {suite.path}; finished runs whose settings changed are reported "
-            "below and kept (use a new --output to start afresh)")
-    atomic_write_text(suite_copy, suite.text)
-    meta = {**machine_metadata(), "suite": suite.name, "suite_file": str(suite.path), "baseline": suite.baseline,
-            "backend": backend,
-            "started_at": now_iso(), "finished_at": None, "command": command or " ".join(sys.argv)}
-    atomic_write_json(results / "metadata.json", meta)
-
+    meta = _start_results_folder(suite, results, backend, command, log)
     cores = os.cpu_count() or 1
-    prepared: dict[str, PreparedDataset] = {}
-    failed_prepare: dict[str, str] = {}
-    for spec in suite.datasets.values():
-        try:
-            prepared[spec.name] = prepare_dataset(suite, spec, work, log)
-        except SuiteError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the dataset's runs are recorded as failed, the others go on
-            failed_prepare[spec.name] = f"prepare: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            log(f"{spec.name}: preparation failed: {exc}")
-    atomic_write_json(results / "datasets.json", {name: p.info for name, p in prepared.items()})
-    for name, error in failed_prepare.items():
-        _record_unprepared(suite, name, error, results)
-
-    specs = make_specs(suite, {n: p for n, p in prepared.items()}, results)
+    prepared, failed_prepare = _prepare_datasets(suite, results, log)
+    specs = _select_specs(make_specs(suite, prepared, results), only)
     skip_zero_shot = [p for p in suite.zero_shot if p.source in failed_prepare or p.target in failed_prepare]
     if skip_zero_shot:
         log(f"zero-shot pairs skipped (a dataset failed to prepare): "
             f"{', '.join(f'{p.source}->{p.target}' for p in skip_zero_shot)}")
-    if only:
-        unknown = sorted(set(only) - {s["run_id"] for s in specs})
-        if unknown:
-            raise SuiteError(f"--only: unknown run id(s) {', '.join(unknown)}; the suite's runs: "
-                             f"{', '.join(s['run_id'] for s in specs)}")
-        specs = [s for s in specs if s["run_id"] in set(only)]
 
     ran: list[str] = []
     skipped: list[str] = []
@@ -724,31 +694,10 @@ def run_benchmark(suite_path: str | Path, output: str | Path, *, backend: str = 
 
     try:
         for phase in ("in_domain", "zero_shot"):
-            todo: list[tuple[dict, Path]] = []
-            for spec in (s for s in specs if s["kind"] == phase):
-                status, _ = _status(spec)
-                changed = _data_changes(spec) if status == "done" else None
-                if changed:
-                    log(f"{spec['run_id']}: its data changed since ({changed}); running it again")
-                if not changed and (status == "done" or (status == "failed" and not retry_failed)):
-                    changes = _spec_changes(spec)
-                    if changes:
-                        log(f"note: {spec['run_id']} was made with other settings ({', '.join(changes)}); kept")
-                    counter["n"] += 1
-                    skipped.append(spec["run_id"])
-                    if status == "failed":
-                        failed.append(spec["run_id"])
-                    continue
-                path = Path(spec["output"]) / "spec.json"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(path, {**spec, "threads": run_threads})
-                if phase == "zero_shot" and not _source_done(spec):
-                    report(_record_failure(spec, "source", f"source run {spec['source_run_id']} did not finish "
-                                                          "(see its error.txt)"))
-                    continue
-                todo.append((spec, path))
+            todo = _phase_todo(specs, phase, retry_failed, run_threads, report, counter, skipped, failed, log)
             if skipped and phase == "in_domain":
-                log(f"{len(skipped)} run(s) already finished (skipped{'' if retry_failed else '; failed ones are retried with --retry-failed'})")
+                retry_hint = "" if retry_failed else "; failed ones are retried with --retry-failed"
+                log(f"{len(skipped)} run(s) already finished (skipped{retry_hint})")
             if not todo:
                 continue
             log(f"{phase.replace('_', '-')}: {len(todo)} run(s), {backend} backend, {run_threads} thread(s) per run")
@@ -763,6 +712,80 @@ def run_benchmark(suite_path: str | Path, output: str | Path, *, backend: str = 
         meta["finished_at"] = now_iso()
         atomic_write_json(results / "metadata.json", meta)
     return BenchSummary(results, ran, skipped, failed, counts)
+
+
+def _start_results_folder(suite: Any, results: Path, backend: str, command: str | None, log: Log) -> dict:
+    """runs/, the suite copy (a changed suite is reported) and metadata.json; returns the metadata."""
+    (results / "runs").mkdir(parents=True, exist_ok=True)
+    suite_copy = results / "suite.yaml"
+    if suite_copy.is_file() and suite_copy.read_text(encoding="utf-8") != suite.text:
+        log(f"note: {suite_copy} differs from {suite.path}; finished runs whose settings changed are reported "
+            "below and kept (use a new --output to start afresh)")
+    atomic_write_text(suite_copy, suite.text)
+    meta = {**machine_metadata(), "suite": suite.name, "suite_file": str(suite.path), "baseline": suite.baseline,
+            "backend": backend, "started_at": now_iso(), "finished_at": None,
+            "command": command or " ".join(sys.argv)}
+    atomic_write_json(results / "metadata.json", meta)
+    return meta
+
+
+def _prepare_datasets(suite: Any, results: Path, log: Log) -> tuple[dict[str, PreparedDataset], dict[str, str]]:
+    """Plan and preprocess each dataset once; a dataset that fails is recorded, the others go on."""
+    prepared: dict[str, PreparedDataset] = {}
+    failed_prepare: dict[str, str] = {}
+    for spec in suite.datasets.values():
+        try:
+            prepared[spec.name] = prepare_dataset(suite, spec, results / "work", log)
+        except SuiteError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the dataset's runs are recorded as failed, the others go on
+            failed_prepare[spec.name] = f"prepare: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            log(f"{spec.name}: preparation failed: {exc}")
+    atomic_write_json(results / "datasets.json", {name: p.info for name, p in prepared.items()})
+    for name, error in failed_prepare.items():
+        _record_unprepared(suite, name, error, results)
+    return prepared, failed_prepare
+
+
+def _select_specs(specs: list[dict], only: list[str] | None) -> list[dict]:
+    """The runs ``--only`` names (all without it); an unknown id is an error listing the suite's runs."""
+    if not only:
+        return specs
+    unknown = sorted(set(only) - {s["run_id"] for s in specs})
+    if unknown:
+        raise SuiteError(f"--only: unknown run id(s) {', '.join(unknown)}; the suite's runs: "
+                         f"{', '.join(s['run_id'] for s in specs)}")
+    return [s for s in specs if s["run_id"] in set(only)]
+
+
+def _phase_todo(specs: list[dict], phase: str, retry_failed: bool, run_threads: int, report: Callable[[dict], None],
+                counter: dict, skipped: list[str], failed: list[str], log: Log) -> list[tuple[dict, Path]]:
+    """The runs of ``phase`` still to do, each with its spec.json written; finished runs (whose data
+    did not change) and kept failures are counted as skipped."""
+    todo: list[tuple[dict, Path]] = []
+    for spec in (s for s in specs if s["kind"] == phase):
+        status, _ = _status(spec)
+        changed = _data_changes(spec) if status == "done" else None
+        if changed:
+            log(f"{spec['run_id']}: its data changed since ({changed}); running it again")
+        if not changed and (status == "done" or (status == "failed" and not retry_failed)):
+            changes = _spec_changes(spec)
+            if changes:
+                log(f"note: {spec['run_id']} was made with other settings ({', '.join(changes)}); kept")
+            counter["n"] += 1
+            skipped.append(spec["run_id"])
+            if status == "failed":
+                failed.append(spec["run_id"])
+            continue
+        path = Path(spec["output"]) / "spec.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, {**spec, "threads": run_threads})
+        if phase == "zero_shot" and not _source_done(spec):
+            report(_record_failure(spec, "source", f"source run {spec['source_run_id']} did not finish "
+                                                  "(see its error.txt)"))
+            continue
+        todo.append((spec, path))
+    return todo
 
 
 def _source_done(spec: dict[str, Any]) -> bool:
