@@ -53,6 +53,18 @@ def _agreement(dir_a: Path, dir_b: Path, cases: list[str], ending: str) -> float
     return same / total
 
 
+def _max_probability_difference(model_dir: Path, onnx_dir: Path, image_file: Path) -> float:
+    """Largest difference between the two engines' probabilities on the input grid for one case."""
+    from unetkit.data.io import read_images
+    from unetkit.deploy.onnx_predict import OnnxPredictor
+    from unetkit.inference.predictor import Predictor
+
+    image, geometry = read_images([image_file])
+    _, reference = Predictor.from_model_dir(model_dir, device="cpu", progress=False).predict_array(image, geometry)
+    _, probabilities = OnnxPredictor(onnx_dir, threads=1).predict_array(image, geometry)
+    return float(np.abs(reference - probabilities).max())
+
+
 def _predict_both(model_dir: Path, inputs: list[str], tmp_path: Path, extra: list[str]) -> dict[str, float]:
     """Export to ONNX and predict ``inputs`` with both engines; seconds per case of each."""
     onnx_dir = tmp_path / "onnx"
@@ -116,9 +128,13 @@ def test_onnx_engine_agrees_with_pytorch(trained_model, tmp_path) -> None:
     cases = sorted(p.name[: -len("_0000.nii.gz")] for p in images.glob("*_0000.nii.gz"))[:3]
     timing = _predict_both(model_dir, [str(images / f"{c}_0000.nii.gz") for c in cases], tmp_path, [])
     agreement = _agreement(tmp_path / "pred_torch", tmp_path / "pred_onnx", cases, ".nii.gz")
-    print(f"\nsynthetic 3D, {len(cases)} cases: agreement {agreement:.6%}; seconds per case "
-          f"torch {timing['torch']:.2f}, onnxruntime {timing['onnx']:.2f}")
+    foreground = np.mean([np.mean(read_label(tmp_path / "pred_torch" / f"{c}.nii.gz")[0] > 0) for c in cases])
+    difference = _max_probability_difference(model_dir, tmp_path / "onnx", images / f"{cases[0]}_0000.nii.gz")
+    print(f"\nsynthetic 3D, {len(cases)} cases: agreement {agreement:.6%} (foreground {foreground:.2%} of voxels), "
+          f"largest probability difference {difference:.2e}; seconds per case torch {timing['torch']:.2f}, "
+          f"onnxruntime {timing['onnx']:.2f}")
     assert agreement >= 0.9999
+    assert difference < 1e-3  # float32 sums in another order; a wrong step would differ by far more
 
 
 def test_the_onnx_predictor_imports_without_torch() -> None:
@@ -150,7 +166,7 @@ def test_an_unexportable_operation_is_named(trained_model, tmp_path, monkeypatch
 @pytest.mark.slow
 @pytest.mark.dataset
 def test_onnx_engine_agrees_on_real_hippocampus_cases(tmp_path) -> None:
-    """20 real Hippocampus cases, 3d_fullres trained for 20 iterations, both engines on 4 cases (slow: ~2 min)."""
+    """20 real Hippocampus cases, 3d_fullres trained for 60 iterations, both engines on 4 cases (slow: ~4 min)."""
     from conftest import shared_dataset
     from unetkit.data.importers import import_dataset
     from unetkit.planning import plan_dataset
@@ -164,7 +180,7 @@ def test_onnx_engine_agrees_on_real_hippocampus_cases(tmp_path) -> None:
     work = tmp_path / "work"
     plan_dataset(raw, work, num_processes=1)
     preprocess_dataset(raw, work, configurations=["3d_fullres"], num_processes=1, progress=False)
-    result = train(work, raw, "3d_fullres", 0, {"epochs": 2, "iterations_per_epoch": 10, "val_iterations": 1,
+    result = train(work, raw, "3d_fullres", 0, {"epochs": 3, "iterations_per_epoch": 20, "val_iterations": 1,
                                                 "num_workers": 0, "device": "cpu", "seed": 0}, echo=False)
     images = raw / "imagesTr"
     cases = sorted(p.name[: -len("_0000.nii.gz")] for p in images.glob("*_0000.nii.gz"))[:4]
@@ -172,6 +188,10 @@ def test_onnx_engine_agrees_on_real_hippocampus_cases(tmp_path) -> None:
                            tmp_path, [])
     agreement = _agreement(tmp_path / "pred_torch", tmp_path / "pred_onnx", cases, ".nii.gz")
     foreground = np.mean([np.mean(read_label(tmp_path / "pred_torch" / f"{c}.nii.gz")[0] > 0) for c in cases])
-    print(f"\nHippocampus, {len(cases)} cases: agreement {agreement:.6%} (foreground {foreground:.2%} of voxels); "
-          f"seconds per case torch {timing['torch']:.2f}, onnxruntime {timing['onnx']:.2f}")
+    difference = _max_probability_difference(result.output_dir.parent, tmp_path / "onnx",
+                                             images / f"{cases[0]}_0000.nii.gz")
+    print(f"\nHippocampus, {len(cases)} cases: agreement {agreement:.6%} (foreground {foreground:.2%} of voxels), "
+          f"largest probability difference {difference:.2e}; seconds per case torch {timing['torch']:.2f}, "
+          f"onnxruntime {timing['onnx']:.2f}")
     assert agreement >= 0.9999
+    assert difference < 1e-3
