@@ -195,3 +195,23 @@ def test_onnx_engine_agrees_on_real_hippocampus_cases(tmp_path) -> None:
           f"onnxruntime {timing['onnx']:.2f}")
     assert agreement >= 0.9999
     assert difference < 1e-3
+
+
+def test_onnx_engine_agrees_on_a_2d_picture_model(raw2d, tmp_path) -> None:
+    """PNG pictures and a 2D network: the other reader/writer and network dimensionality."""
+    from unetkit.planning import plan_dataset
+    from unetkit.preprocessing import preprocess_dataset
+    from unetkit.training.trainer import train
+
+    work = tmp_path / "work"
+    plan_dataset(raw2d, work, num_processes=1)
+    preprocess_dataset(raw2d, work, configurations=["2d"], num_processes=1, progress=False)
+    result = train(work, raw2d, "2d", 0, {"epochs": 1, "iterations_per_epoch": 3, "val_iterations": 1,
+                                          "num_workers": 0, "device": "cpu", "batch_size": 2}, echo=False)
+    images = raw2d / "imagesTr"
+    cases = sorted(p.name[: -len("_0000.png")] for p in images.glob("*_0000.png"))[:3]
+    _predict_both(result.output_dir.parent, [str(images / f"{c}_0000.png") for c in cases], tmp_path, [])
+    assert _agreement(tmp_path / "pred_torch", tmp_path / "pred_onnx", cases, ".png") >= 0.9999
+    difference = _max_probability_difference(result.output_dir.parent, tmp_path / "onnx",
+                                             images / f"{cases[0]}_0000.png")
+    assert difference < 1e-3
