@@ -15,6 +15,7 @@ examples:
   unetkit predict -i imagesTs -o pred -m MODEL_DIR --continue        # skip cases already written
   unetkit predict -i imagesTs -o pred -m hippocampus_3d.zip           # a model package
   unetkit predict --ensemble pred_2d pred_3d -o pred_ens              # average saved probabilities
+  unetkit predict -i imagesTs -o pred -m hippocampus_onnx --engine onnx  # an `unetkit export --onnx` folder
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     h.add_argument("--compile", action="store_true", help="torch.compile the networks (pays off on many cases)")
     h.add_argument("--no-amp", dest="amp", action="store_false", default=None, help="float32 on CUDA (default fp16)")
     h.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--engine", choices=["torch", "onnx"], default="torch",
+                        help="onnx: -m is a folder from `unetkit export MODEL_DIR --onnx OUT_DIR`, run by "
+                             "onnxruntime without torch (see docs/inference.md)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
@@ -82,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: --step-size must be in (0, 1], got {args.step_size}", file=sys.stderr)
         return 2
 
+    if args.engine == "onnx":
+        return _predict_onnx(args)
     import contextlib
 
     from unetkit.inference.package import is_package, temporary_install
@@ -133,6 +139,36 @@ def _predict(args: argparse.Namespace, model_dirs: list[Path], checkpoint: str) 
         per_case = summary.seconds / done if done else 0.0
         print(f"predicted {done} case(s), skipped {len(summary.skipped)} already written, "
               f"{summary.seconds:.1f} s ({per_case:.2f} s per case) on {predictor.device} -> {args.output}")
+    return 0
+
+
+def _predict_onnx(args: argparse.Namespace) -> int:
+    """Predict with an ONNX export folder (unetkit.deploy.onnx_predict; the network runs in onnxruntime)."""
+    unsupported = [flag for flag, used in (("--save-probabilities", args.save_probabilities),
+                                           ("--continue", args.skip_existing), ("-f/--folds", args.folds),
+                                           ("--checkpoint", args.checkpoint), ("--postprocessing", args.postprocessing),
+                                           ("several -m folders", len(args.model) > 1)) if used]
+    if unsupported:
+        print(f"error: --engine onnx does not support {', '.join(unsupported)}", file=sys.stderr)
+        return 2
+    import time
+
+    from unetkit.deploy.onnx_predict import OnnxPredictor
+    from unetkit.inference.predictor import collect_inputs
+
+    cases = collect_inputs(args.input)
+    predictor = OnnxPredictor(args.model[0], mirror=args.mirror, step_size=args.step_size,
+                              use_gaussian=args.gaussian, postprocessing=not args.no_postprocessing,
+                              threads=args.threads,
+                              providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+                              if args.device == "cuda" else None)
+    start = time.perf_counter()
+    seconds = predictor.predict_files({c.name: c.files for c in cases}, args.output,
+                                      output_ending=args.output_ending)
+    if not args.quiet:
+        total = time.perf_counter() - start
+        print(f"predicted {len(seconds)} case(s) with onnxruntime, {total:.1f} s "
+              f"({total / max(1, len(seconds)):.2f} s per case) -> {args.output}")
     return 0
 
 

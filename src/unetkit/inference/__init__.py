@@ -9,17 +9,30 @@ Public API:
 * :func:`sliding_window_logits`, :func:`gaussian_importance_map` - the sliding-window core.
 * :func:`ensemble_folders`, :func:`average_probabilities` - combine saved probabilities.
 
-See docs/inference.md.
+See docs/inference.md. The names load lazily (PEP 562), so that ``unetkit.inference.export``
+and ``unetkit.inference.tiling`` import without torch (the ONNX predictor needs that).
 """
 
-from unetkit.inference.ensemble import average_probabilities, ensemble_folders
-from unetkit.inference.export import LabelLayout, probabilities_to_labels, read_probabilities, write_prediction
-from unetkit.inference.predictor import (ConfigurationModel, InputCase, ModelInputError, PredictionSummary, Predictor,
-                                         check_inputs, collect_inputs, load_configuration, predict_files)
-from unetkit.inference.sliding_window import (count_forward_passes, gaussian_importance_map, sliding_window_logits,
-                                              tile_grid, tile_starts)
+import importlib
+from typing import Any
 
-__all__ = ["Predictor", "predict_files", "load_configuration", "ConfigurationModel", "InputCase", "ModelInputError",
-           "PredictionSummary", "collect_inputs", "check_inputs", "sliding_window_logits", "gaussian_importance_map",
-           "tile_grid", "tile_starts", "count_forward_passes", "ensemble_folders", "average_probabilities",
-           "LabelLayout", "probabilities_to_labels", "read_probabilities", "write_prediction"]
+_SOURCES = {
+    "average_probabilities": "ensemble", "ensemble_folders": "ensemble",
+    "LabelLayout": "export", "probabilities_to_labels": "export", "read_probabilities": "export",
+    "write_prediction": "export",
+    "ConfigurationModel": "predictor", "InputCase": "predictor", "ModelInputError": "predictor",
+    "PredictionSummary": "predictor", "Predictor": "predictor", "check_inputs": "predictor",
+    "collect_inputs": "predictor", "load_configuration": "predictor", "predict_files": "predictor",
+    "count_forward_passes": "sliding_window", "gaussian_importance_map": "sliding_window",
+    "sliding_window_logits": "sliding_window", "tile_grid": "sliding_window", "tile_starts": "sliding_window",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _SOURCES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'unetkit.inference' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"unetkit.inference.{module}"), name)
+
+
+__all__ = sorted(_SOURCES)

@@ -18,7 +18,6 @@ slice along the leading axes, and slices are batched together like tiles.
 from __future__ import annotations
 
 import itertools
-import math
 from functools import lru_cache
 from typing import Callable, Iterator, Sequence
 
@@ -26,10 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-#: Gaussian sigma as a fraction of the patch edge (nnU-Net's choice).
-DEFAULT_SIGMA_SCALE = 1.0 / 8
-#: Fraction of the patch between two neighbouring windows.
-DEFAULT_STEP_SIZE = 0.5
+# The window layout is plain numpy/python (shared with the torch-free ONNX predictor).
+from unetkit.inference.tiling import (DEFAULT_SIGMA_SCALE, DEFAULT_STEP_SIZE, mirror_combinations, tile_grid,
+                                      tile_starts)
 
 
 def gaussian_importance_map(patch_size: Sequence[int], sigma_scale: float = DEFAULT_SIGMA_SCALE,
@@ -57,38 +55,6 @@ def gaussian_importance_map(patch_size: Sequence[int], sigma_scale: float = DEFA
 @lru_cache(maxsize=16)
 def _cached_gaussian(patch: tuple[int, ...], sigma_scale: float, device: str, dtype: torch.dtype) -> torch.Tensor:
     return gaussian_importance_map(patch, sigma_scale, device, dtype)
-
-
-def tile_starts(image_size: int, patch_size: int, step_size: float = DEFAULT_STEP_SIZE) -> list[int]:
-    """Start offsets of the windows along one axis (voxels).
-
-    The number of windows is the fewest whose stride is at most ``step_size * patch_size``; their
-    starts are spread evenly from 0 to ``image_size - patch_size`` (rounded), so the first and
-    the last window lie on the image's borders. ``image_size`` must be at least ``patch_size``.
-    """
-    if image_size < patch_size:
-        raise ValueError(f"image size {image_size} is smaller than the patch {patch_size}; pad first")
-    if not 0 < step_size <= 1:
-        raise ValueError(f"step_size must be in (0, 1], got {step_size}")
-    span = image_size - patch_size
-    if span == 0:
-        return [0]
-    stride = patch_size * step_size
-    count = math.ceil(span / stride) + 1
-    return [int(round(span * i / (count - 1))) for i in range(count)]
-
-
-def tile_grid(image_shape: Sequence[int], patch_size: Sequence[int],
-              step_size: float = DEFAULT_STEP_SIZE) -> list[tuple[int, ...]]:
-    """Every window's start corner for an image of ``image_shape`` (same length as the patch)."""
-    per_axis = [tile_starts(int(s), int(p), step_size) for s, p in zip(image_shape, patch_size)]
-    return list(itertools.product(*per_axis))
-
-
-def mirror_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
-    """Every subset of ``axes`` (the empty one first): the test-time mirroring passes."""
-    axes = tuple(sorted(set(int(a) for a in axes)))
-    return [combo for r in range(len(axes) + 1) for combo in itertools.combinations(axes, r)]
 
 
 def count_forward_passes(image_shape: Sequence[int], patch_size: Sequence[int], step_size: float = DEFAULT_STEP_SIZE,
