@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from references import require_module
 import torch
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
+# The dev extra installs both, so CI runs these tests; elsewhere they skip without them.
+require_module("onnxruntime", "pip install -e '.[onnx]'")
+require_module("onnx", "pip install -e '.[onnx]'")
 
 from unetkit.cli import main  # noqa: E402
 from unetkit.data.io import read_label  # noqa: E402
