@@ -34,11 +34,15 @@ MONAI_COUNTS = [
      "Li 2017 Fig. 1: 1 T1 in, 155 structures + background (160 outputs as NiftyNet's parcellation model), "
      "16/32/64 features x 3 blocks, dilation 1/2/4, 80-feature 1x1 layer"),
     ("highresnet", 2, 3, 4, {}, "HighResNet", {}, "the same design in 2D"),
+    ("quicknat", 2, 1, 28, {"norm": "instance"}, "Quicknat", {},
+     "Roy 2019 Fig. 1: 1 T1 slice in, 27 structures + background, 64 filters, 5x5, MONAI's instance norm"),
 ]
 
 
 def _monai(cls: str, dims: int, cin: int, ncls: int, **kwargs) -> torch.nn.Module:
     nets = require_module("monai.networks.nets", MONAI_HINT)
+    if cls == "Quicknat":  # 2D only, its own argument names
+        return nets.Quicknat(num_classes=ncls, num_channels=cin, **kwargs)
     return getattr(nets, cls)(spatial_dims=dims, in_channels=cin, out_channels=ncls, **kwargs)
 
 
@@ -60,14 +64,20 @@ def test_parameter_count_snapshots() -> None:
         assert count_parameters(create_model("segresnet", 3, 4, 3)) == 18_798_627
         assert count_parameters(create_model("vnet", 3, 1, 2)) == 45_601_516
         assert count_parameters(create_model("highresnet", 3, 1, 160)) == 821_904
+        quicknat_batch_norm = count_parameters(create_model("quicknat", 2, 1, 28))
         paper_fig1 = create_model("vnet", 3, 1, 2, encoder_convs=[2, 3, 3, 3], decoder_convs=[3, 3, 2, 1])
+    # QuickNAT with the paper's batch norm = MONAI's instance-norm count (3,508,919, test above) + 2
+    # per normalized channel: the encoder's first block normalizes 1, 65, 129 channels, the other 3
+    # encoder blocks and the bottleneck 64, 128, 192, the 4 decoder blocks 128, 192, 256
+    normalized = (1 + 65 + 129) + 4 * (64 + 128 + 192) + 4 * (128 + 192 + 256)
+    assert quicknat_batch_norm == 3_508_919 + 2 * normalized
     # Fig. 1 has one more 5^3 convolution (no bias) + batch norm (2c) + PReLU (c) in encoder stages
     # 32, 64, 256 (2, 3, 3, 3 vs 1, 2, 3, 2) and decoder stages 256, 128, 64 (3, 3, 2 vs 2, 2, 1)
     def conv5(c: int) -> int:
         return 125 * c * c + 3 * c
     extra = conv5(32) + 2 * conv5(64) + conv5(128) + 2 * conv5(256)
     assert count_parameters(paper_fig1) == 45_601_516 + extra
-    for name in ("segresnet", "vnet", "highresnet"):
+    for name in ("segresnet", "vnet", "highresnet", "quicknat"):
         assert model_info(name).extra["paper_params"] is None
 
 
@@ -89,6 +99,20 @@ HIGHRESNET_RULES = [
     (r"^(stem|head_layer|classifier)\.conv\.", r"\1.0."), (r"^(stem|head_layer|classifier)\.adn\.N\.", r"\1.1."),
     (r"^res\.", "blocks."), (r"\.layers\.0\.N\.", ".norm1."), (r"\.layers\.1\.conv\.", ".conv1."),
     (r"\.layers\.2\.N\.", ".norm2."), (r"\.layers\.3\.conv\.", ".conv2.")]
+
+
+
+def _quicknat_key(key: str) -> str:
+    """MONAI nests QuickNAT level by level: ``model.`` + ``1.submodule.`` per level down, then
+    ``0.`` (encoder block), ``2.`` (decoder block) or nothing (the bottleneck); ``model.3`` is the
+    classifier."""
+    if key.startswith("model.3.conv."):
+        return "classifier." + key[len("model.3.conv."):]
+    match = re.fullmatch(r"model\.((?:1\.submodule\.)*)(?:([02])\.)?layers([012])\.(0\.A|1)\.(weight|bias)", key)
+    level, where, layer, part, tensor = match.groups()
+    level = level.count("submodule")
+    block = {"0": f"encoder.{level}", "2": f"decoder.{level}", None: "bottleneck"}[where]
+    return f"{block}.{['first', 'second', 'compress'][int(layer)]}.{'act' if part == '0.A' else 'conv'}.{tensor}"
 
 
 def _rename(state: dict, rules: list, stage_rules: list = ()) -> dict:
@@ -128,9 +152,10 @@ NUMERIC_CASES = [
     ("vnet", 2, 2, 3, {"act": "elu"}, "VNet", {}, (32, 48)),
     ("highresnet", 3, 1, 3, {}, "HighResNet", {}, (12, 17, 10)),
     ("highresnet", 2, 2, 4, {}, "HighResNet", {}, (21, 30)),
+    ("quicknat", 2, 2, 3, {"filters": 16, "norm": "instance"}, "Quicknat", {"num_filters": 16}, (32, 48)),
 ]
 RENAME_RULES = {"segresnet": (SEGRESNET_RULES, ()), "vnet": (VNET_RULES, VNET_STAGE_RULES),
-                "highresnet": (HIGHRESNET_RULES, ())}
+                "highresnet": (HIGHRESNET_RULES, ()), "quicknat": ([(r"^.*$", lambda m: _quicknat_key(m.group(0)))], ())}
 
 
 def _drop_logit_relu_(reference: torch.nn.Module, name: str) -> None:
@@ -185,5 +210,9 @@ def test_bad_configurations_are_clear() -> None:
         create_model("segresnet", 3, 1, 2, init_filters=12)
     with pytest.raises(ValueError, match="act must be one of"):
         create_model("vnet", 3, 1, 2, act="relu")
+    with pytest.raises(ValueError, match=r"supports spatial_dims \[2\], got 3"):
+        create_model("quicknat", 3, 1, 2)
+    with pytest.raises(ValueError, match="norm must be one of"):
+        create_model("quicknat", 2, 1, 2, norm="group")
     with pytest.raises(ValueError, match="cannot narrow the features .32 -> 16."):
         create_model("highresnet", 3, 1, 2, features=[32, 16])

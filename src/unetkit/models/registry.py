@@ -44,6 +44,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "unetkit.models.transunet", "unetkit.models.swin_unet", "unetkit.models.unetr", "unetkit.models.swin_unetr",
     "unetkit.models.focal_unet", "unetkit.models.umamba", "unetkit.models.xlstm_unet",
     "unetkit.models.segresnet", "unetkit.models.vnet", "unetkit.models.highresnet",
+    "unetkit.models.quicknat",
 )
 
 #: What a registered builder is called with: (spatial_dims, in_channels, num_classes,
