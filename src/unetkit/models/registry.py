@@ -43,7 +43,8 @@ FAMILY_MODULES: tuple[str, ...] = (
     "unetkit.models.lightweight",
     "unetkit.models.transunet", "unetkit.models.swin_unet", "unetkit.models.unetr", "unetkit.models.swin_unetr",
     "unetkit.models.focal_unet", "unetkit.models.umamba", "unetkit.models.xlstm_unet",
-    "unetkit.models.segresnet", "unetkit.models.vnet",
+    "unetkit.models.segresnet", "unetkit.models.vnet", "unetkit.models.highresnet",
+    "unetkit.models.quicknat",
 )
 
 #: What a registered builder is called with: (spatial_dims, in_channels, num_classes,
