@@ -13,12 +13,12 @@ exporter needs onnxscript, which unetkit does not depend on. This module imports
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Sequence
 
 from unetkit.data.errors import DataError
 from unetkit.utils.atomic import atomic_directory, atomic_write_json
+from unetkit.utils.hashing import file_sha256
 
 #: ONNX operator set of the exported networks (onnxruntime >= 1.17 runs it).
 ONNX_OPSET = 17
@@ -45,14 +45,6 @@ def _export_network(network, in_channels: int, patch: Sequence[int], path: Path,
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OnnxExportError(f"architecture {arch_name!r} cannot be exported to ONNX (opset {ONNX_OPSET}): "
                               f"{type(exc).__name__}: {first}") from exc
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pipeline_description(model, postprocessing: dict | None, onnx_files: dict[str, str]) -> dict:
@@ -102,7 +94,7 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, *, checkpoint: str =
                 _export_network(network, model.in_channels, model.patch_size, tmp / name, arch)
             except OnnxExportError as exc:
                 raise OnnxExportError(f"{exc} (model {model.describe()})") from exc.__cause__
-            files[name] = _sha256(tmp / name)
+            files[name] = file_sha256(tmp / name)
         description = pipeline_description(model, postprocessing, files)
         atomic_write_json(tmp / PIPELINE_FILE, description)
     return description

@@ -23,7 +23,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import time
@@ -38,6 +37,7 @@ from unetkit.evaluation.postprocessing import apply_postprocessing
 from unetkit.inference.export import LabelLayout, output_ending_for, probabilities_to_labels, write_prediction
 from unetkit.inference.tiling import gaussian_weights, mirror_combinations, tile_grid
 from unetkit.preprocessing import preprocess_case, restore_to_original
+from unetkit.utils.hashing import file_sha256
 
 PIPELINE_FILE = "unetkit_onnx.json"  # the same name as unetkit.deploy.onnx_export.PIPELINE_FILE (torch-free here)
 PIPELINE_FORMAT = "unetkit-onnx-pipeline"
@@ -45,14 +45,6 @@ PIPELINE_FORMAT = "unetkit-onnx-pipeline"
 
 class OnnxModelError(DataError):
     """An ONNX export folder is missing, incomplete or altered."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_pipeline(folder: str | Path) -> dict:
@@ -72,7 +64,7 @@ def read_pipeline(folder: str | Path) -> dict:
         network = folder / name
         if not network.is_file():
             raise OnnxModelError("ONNX network listed in the JSON is missing", network)
-        if _sha256(network) != digest:
+        if file_sha256(network) != digest:
             raise OnnxModelError("ONNX network does not match its SHA-256 in the JSON (altered or corrupt)", network)
     return description
 

@@ -25,7 +25,6 @@ instead of silently mixing two epochs.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 
 from unetkit.utils.atomic import atomic_path, read_json, to_jsonable
+from unetkit.utils.hashing import file_sha256
 
 FORMAT_VERSION = 1
 CHECKPOINT_NAMES = ("checkpoint_latest", "checkpoint_best", "checkpoint_final")
@@ -69,15 +69,6 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
             model = model.module
         else:
             return model
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks (weights can be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
