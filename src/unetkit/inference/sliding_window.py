@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 # The window layout is plain numpy/python (shared with the torch-free ONNX predictor).
-from unetkit.inference.tiling import (DEFAULT_SIGMA_SCALE, DEFAULT_STEP_SIZE, mirror_combinations, tile_grid,
-                                      tile_starts)
+from unetkit.inference.tiling import (DEFAULT_SIGMA_SCALE, DEFAULT_STEP_SIZE, gaussian_weights, mirror_combinations,
+                                      tile_grid, tile_starts)
 
 
 def gaussian_importance_map(patch_size: Sequence[int], sigma_scale: float = DEFAULT_SIGMA_SCALE,
@@ -39,17 +39,8 @@ def gaussian_importance_map(patch_size: Sequence[int], sigma_scale: float = DEFA
     axis: mirrored test-time passes get the same weights. The smallest weight is clamped to a
     positive floor so that every voxel of every tile counts, however little.
     """
-    weights = None
-    for n in patch_size:
-        n = int(n)
-        sigma = max(n * sigma_scale, 1e-6)
-        x = torch.arange(n, dtype=torch.float64) - (n - 1) / 2.0
-        g = torch.exp(-0.5 * (x / sigma) ** 2)
-        weights = g if weights is None else weights[..., None] * g
-    assert weights is not None
-    weights = weights / weights.max()
-    weights = weights.clamp_min(1e-6)
-    return weights.to(device=device, dtype=dtype)
+    # One definition (numpy, float64 inside) for both engines: the ONNX predictor has no torch.
+    return torch.from_numpy(gaussian_weights(patch_size, sigma_scale)).to(device=device, dtype=dtype)
 
 
 @lru_cache(maxsize=16)
@@ -138,16 +129,9 @@ def sliding_window_logits(network: Callable[[torch.Tensor], torch.Tensor], image
         if any(a >= k or a < 0 for a in axes):
             raise ValueError(f"mirror axes {tuple(mirror_axes)} outside the network's {k} spatial axes")
 
-    if use_gaussian:
-        weight = _cached_gaussian(patch, float(sigma_scale), str(device), accumulate_dtype)
-    else:
-        weight = torch.ones(patch, device=device, dtype=accumulate_dtype)
+    weight, weight_sum = _tile_weights(patch, window_shape, starts, use_gaussian, sigma_scale, device,
+                                       accumulate_dtype)
     logits = torch.zeros((num_outputs, *spatial), device=device, dtype=accumulate_dtype)
-    # The summed weights depend on the window layout only: one accumulation over the windows
-    # of one slice, shared by every leading index.
-    weight_sum = torch.zeros(window_shape, device=device, dtype=accumulate_dtype)
-    for start in starts:
-        weight_sum[tuple(slice(s, s + p) for s, p in zip(start, patch))] += weight
 
     # ``tile_batch`` counts network inputs per call: tiles times the mirrored copies of each. A
     # small image (one tile, 8 mirror passes) thus runs as one batch of 8, a large one as batches
@@ -156,33 +140,54 @@ def sliding_window_logits(network: Callable[[torch.Tensor], torch.Tensor], image
     tiles_per_chunk = max(1, per_call // len(combos))
     combos_per_call = max(1, min(len(combos), per_call // tiles_per_chunk))
     windows = list(_windows(lead_shape, starts))
-    scale = 1.0 / len(combos)
     for i in range(0, len(windows), tiles_per_chunk):
         chunk = windows[i:i + tiles_per_chunk]
         index = [(slice(None), *lead, *(slice(s, s + p) for s, p in zip(start, patch))) for lead, start in chunk]
         batch = torch.stack([image[ix] for ix in index])
-        n = batch.shape[0]
-        out = None
-        for g in range(0, len(combos), combos_per_call):
-            group = combos[g:g + combos_per_call]
-            x = torch.cat([torch.flip(batch, [a + 2 for a in axes]) if axes else batch for axes in group])
-            if memory_format is not None:
-                x = x.contiguous(memory_format=memory_format)
-            y = network(x)
-            if isinstance(y, (list, tuple)):
-                y = y[0]
-            for j, axes in enumerate(group):
-                part = y[j * n:(j + 1) * n]
-                part = (torch.flip(part, [a + 2 for a in axes]) if axes else part).to(accumulate_dtype)
-                out = part if out is None else out + part
-        assert out is not None
-        if len(combos) > 1:
-            out = out * scale
+        out = _mirrored_mean(network, batch, combos, combos_per_call, memory_format, accumulate_dtype)
         out = out * weight
         for j, ix in enumerate(index):
             logits[ix] += out[j]
     logits /= weight_sum
     return logits[keep].to(torch.float32)
+
+
+def _tile_weights(patch: tuple[int, ...], window_shape: tuple[int, ...], starts: list[tuple[int, ...]],
+                  use_gaussian: bool, sigma_scale: float, device: torch.device,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """One tile's weights and their sum over the window layout (it depends on the layout only, so
+    one accumulation over the windows of one slice serves every leading index)."""
+    if use_gaussian:
+        weight = _cached_gaussian(patch, float(sigma_scale), str(device), dtype)
+    else:
+        weight = torch.ones(patch, device=device, dtype=dtype)
+    weight_sum = torch.zeros(window_shape, device=device, dtype=dtype)
+    for start in starts:
+        weight_sum[tuple(slice(s, s + p) for s, p in zip(start, patch))] += weight
+    return weight, weight_sum
+
+
+def _mirrored_mean(network: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor,
+                   combos: list[tuple[int, ...]], combos_per_call: int, memory_format: torch.memory_format | None,
+                   dtype: torch.dtype) -> torch.Tensor:
+    """Mean of the network's outputs over the mirror passes of ``batch`` (each flipped back),
+    ``combos_per_call`` passes per forward call."""
+    n = batch.shape[0]
+    out = None
+    for g in range(0, len(combos), combos_per_call):
+        group = combos[g:g + combos_per_call]
+        x = torch.cat([torch.flip(batch, [a + 2 for a in axes]) if axes else batch for axes in group])
+        if memory_format is not None:
+            x = x.contiguous(memory_format=memory_format)
+        y = network(x)
+        if isinstance(y, (list, tuple)):
+            y = y[0]
+        for j, axes in enumerate(group):
+            part = y[j * n:(j + 1) * n]
+            part = (torch.flip(part, [a + 2 for a in axes]) if axes else part).to(dtype)
+            out = part if out is None else out + part
+    assert out is not None
+    return out * (1.0 / len(combos)) if len(combos) > 1 else out
 
 
 __all__ = ["DEFAULT_SIGMA_SCALE", "DEFAULT_STEP_SIZE", "gaussian_importance_map", "tile_starts", "tile_grid",

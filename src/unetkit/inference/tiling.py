@@ -51,8 +51,8 @@ def mirror_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
 
 
 def gaussian_weights(patch_size: Sequence[int], sigma_scale: float = DEFAULT_SIGMA_SCALE) -> np.ndarray:
-    """The numpy twin of :func:`unetkit.inference.sliding_window.gaussian_importance_map` (float32):
-    separable Gaussian, computed in float64, peak 1, floor 1e-6."""
+    """nnU-Net-style tile weights (float32): separable Gaussian, ``sigma = edge * sigma_scale``,
+    computed in float64, peak 1, floor 1e-6. The torch path's ``gaussian_importance_map`` converts this."""
     weights = None
     for n in patch_size:
         n = int(n)
