@@ -170,21 +170,6 @@ def test_not_a_zip_is_refused(tmp_path) -> None:
 
 # ----------------------------------------------------------------------------- round trip
 
-@pytest.fixture
-def trained_model(raw3d, tmp_path) -> tuple[Path, Path]:
-    """(raw dataset, trained configuration folder with fold 0): 1 epoch x 3 iterations, about 10 s."""
-    from unetkit.planning import plan_dataset
-    from unetkit.preprocessing import preprocess_dataset
-    from unetkit.training.trainer import train
-
-    work = tmp_path / "work"
-    plan_dataset(raw3d, work, num_processes=1)
-    preprocess_dataset(raw3d, work, configurations=["3d_fullres"], num_processes=1, progress=False)
-    result = train(work, raw3d, "3d_fullres", 0, {"epochs": 1, "iterations_per_epoch": 3, "val_iterations": 1,
-                                                  "num_workers": 0, "device": "cpu", "batch_size": 2}, echo=False)
-    return raw3d, result.output_dir.parent
-
-
 def test_export_install_predict_gives_the_label_maps_of_the_original_model(trained_model, tmp_path) -> None:
     raw, model_dir = trained_model
     package = tmp_path / "shared" / "model.zip"
