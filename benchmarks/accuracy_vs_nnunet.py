@@ -70,11 +70,11 @@ TRAINER_NAME = "nnUNetTrainer_UnetkitAccBench"
 DATASETS = {
     # key: nnU-Net id, folder name, configuration, ending, label names, default iterations
     "hippocampus": {"id": 908, "name": "Hippocampus", "config": "3d_fullres", "ending": ".nii.gz",
-                    "labels": {"background": 0, "Anterior": 1, "Posterior": 2}, "iterations": 250},
+                    "labels": {"background": 0, "Anterior": 1, "Posterior": 2}, "iterations": 500, "epochs": 50},
     "drive": {"id": 909, "name": "DRIVE", "config": "2d", "ending": ".png",
-              "labels": {"background": 0, "vessel": 1}, "iterations": 50},
+              "labels": {"background": 0, "vessel": 1}, "iterations": 50, "epochs": 5},
     "isbi": {"id": 910, "name": "ISBI", "config": "2d", "ending": ".png",
-             "labels": {"background": 0, "membrane": 1}, "iterations": 50},
+             "labels": {"background": 0, "membrane": 1}, "iterations": 50, "epochs": 5},
 }
 TITLES = {"hippocampus": "Hippocampus", "drive": "DRIVE", "isbi": "ISBI 2012 EM"}
 
@@ -158,21 +158,23 @@ BUILDERS = {"hippocampus": build_hippocampus, "drive": build_drive, "isbi": buil
 class Layout:
     """Everything of one dataset under ``WORKDIR/KEY/`` (kept between phases)."""
 
-    def __init__(self, workdir: Path, key: str):
+    def __init__(self, workdir: Path, key: str, seed: int):
         spec = DATASETS[key]
-        self.key, self.spec, self.config = key, spec, spec["config"]
+        self.key, self.spec, self.config, self.seed = key, spec, spec["config"], seed
         self.root = workdir / key
         self.folder = f"Dataset{spec['id']:03d}_{spec['name']}"
         self.raw_root = self.root / "raw"
         self.raw = self.raw_root / self.folder
         self.test = self.root / "test"
-        self.nn_pre = self.root / "nn_pre"
-        self.nn_results = self.root / "nn_results"
+        self.nn_pre = self.root / "nn_pre"  # shared by every seed (nnU-Net's preprocessing has no randomness)
+        # one folder per seed for everything trained or predicted: a seed's run never reuses another's
+        self.run_root = self.root / f"seed{seed}"
+        self.nn_results = self.run_root / "nn_results"
         self.nn_model = self.nn_results / self.folder / f"{TRAINER_NAME}__nnUNetPlans__{self.config}"
-        self.uk_work = self.root / "uk"
+        self.uk_work = self.run_root / "uk"
         self.uk_model = self.uk_work / self.folder / "models" / f"{self.config}__plain_unet"
-        self.train_json = self.root / "train_results.json"
-        self.predict_json = self.root / "predict_results.json"
+        self.train_json = self.run_root / "train_results.json"
+        self.predict_json = self.run_root / "predict_results.json"
 
     def nn_env(self, workers: int) -> dict:
         return {**os.environ, "nnUNet_raw": str(self.raw_root), "nnUNet_preprocessed": str(self.nn_pre),
@@ -242,109 +244,141 @@ def forward_floor(model_dir: Path, repeats: int) -> dict:
 
 # ----------------------------------------------------------------------------- phase: train
 
-def phase_train(lay: Layout, args, nn_python: Path | None, this_command: str) -> dict:
-    iterations = args.iterations or lay.spec["iterations"]
-    epochs = min(args.epochs, iterations)
-    if iterations % epochs:
-        raise SystemExit(f"error: --iterations {iterations} is not a multiple of --epochs {epochs}")
-    per_epoch = iterations // epochs
-    previous = json.loads(lay.train_json.read_text()) if lay.train_json.is_file() else {}
-    result: dict = {"dataset": lay.key, "configuration": lay.config, "iterations": iterations, "epochs": epochs,
-                    "iterations_per_epoch": per_epoch, "val_iterations": args.val_iterations,
-                    "batch_size": args.batch_size, "num_workers": args.num_workers,
-                    "load_average_before": load_avg(), "command": this_command, "commands": []}
-    if previous and any(previous.get(k) != result[k] for k in ("iterations", "epochs", "batch_size")) \
-            and not args.retrain:
-        raise SystemExit(f"error: {lay.root} was trained with other settings ({previous.get('epochs')} x "
-                         f"{previous.get('iterations_per_epoch')}, batch {previous.get('batch_size')}); "
-                         "use another --workdir or --retrain")
-    if args.retrain and lay.root.exists():
-        shutil.rmtree(lay.root)
-        previous = {}
-    commands = result["commands"]
+def take_off(pseudo_dice: list[list[float]], per_epoch: int, threshold: float = 0.5) -> int | None:
+    """The training iteration at the end of the first epoch whose validation pseudo-Dice exceeds
+    ``threshold`` for every class (issue 14's take-off), or None when no epoch does."""
+    for epoch, per_class in enumerate(pseudo_dice):
+        if per_class and all(value == value and value > threshold for value in per_class):  # NaN fails
+            return (epoch + 1) * per_epoch
+    return None
 
-    # data (train-only raw dataset + test folder)
+
+def prepare_data(lay: Layout, args, result: dict) -> None:
+    """The train-only raw dataset and the test folder, built once per dataset (every seed shares them)."""
     if not (lay.raw / "dataset.json").is_file():
         shutil.rmtree(lay.root, ignore_errors=True)
         result["cases"] = BUILDERS[lay.key](lay.raw, lay.test, args.max_test_cases)
         (lay.root / "cases.json").write_text(json.dumps(result["cases"]))
     else:
         result["cases"] = json.loads((lay.root / "cases.json").read_text())
-    n = str(args.num_processes)
 
-    # nnU-Net: plan + preprocess, batch size set in its plans
+
+def plan_nnunet(lay: Layout, args, result: dict) -> dict:
+    """nnU-Net's plan and preprocessing (once per dataset, shared by the seeds), its batch size set to
+    ``--batch-size``; returns nnU-Net's network and patch in unetkit's plan format."""
+    env = lay.nn_env(args.num_workers)
+    n = str(args.num_processes)
     nn_plans_file = lay.nn_pre / lay.folder / "nnUNetPlans.json"
-    if nn_python is not None:
-        env = lay.nn_env(args.num_workers)
-        cmd = [str(args.nnunet_venv / "bin" / "nnUNetv2_plan_and_preprocess"), "-d", str(lay.spec["id"]),
-               "-c", lay.config, "-np", n, "-npfp", n]
-        commands.append(f"{lay.nn_env_text()} {shlex.join(cmd)}")
-        if not nn_plans_file.is_file():  # (a rerun reuses the plans and the preprocessed data)
-            run(cmd, env, lay.root / "nnunet_plan_and_preprocess.log")
-        nn_plans = json.loads(nn_plans_file.read_text())
-        nn_cfg = nn_plans["configurations"][lay.config]
-        result["nnunet_plan"] = {"batch_size_planned": nn_cfg.get("batch_size_planned", nn_cfg["batch_size"]),
-                                 "normalization": nn_cfg["normalization_schemes"], "spacing": nn_cfg["spacing"]}
-        nn_cfg.setdefault("batch_size_planned", nn_cfg["batch_size"])
-        nn_cfg["batch_size"] = args.batch_size
-        nn_plans_file.write_text(json.dumps(nn_plans, indent=2))
-        shared = nnunet_arch_into_unetkit(nn_cfg)
-    # unetkit: plan, nnU-Net's network/patch/batch, preprocess
+    cmd = [str(args.nnunet_venv / "bin" / "nnUNetv2_plan_and_preprocess"), "-d", str(lay.spec["id"]),
+           "-c", lay.config, "-np", n, "-npfp", n]
+    result["commands"].append(f"{lay.nn_env_text()} {shlex.join(cmd)}")
+    if not nn_plans_file.is_file():  # (a rerun reuses the plans and the preprocessed data)
+        run(cmd, env, lay.root / "nnunet_plan_and_preprocess.log")
+    nn_plans = json.loads(nn_plans_file.read_text())
+    nn_cfg = nn_plans["configurations"][lay.config]
+    result["nnunet_plan"] = {"batch_size_planned": nn_cfg.get("batch_size_planned", nn_cfg["batch_size"]),
+                             "normalization": nn_cfg["normalization_schemes"], "spacing": nn_cfg["spacing"]}
+    nn_cfg.setdefault("batch_size_planned", nn_cfg["batch_size"])
+    nn_cfg["batch_size"] = args.batch_size
+    nn_plans_file.write_text(json.dumps(nn_plans, indent=2))
+    return nnunet_arch_into_unetkit(nn_cfg)
+
+
+def plan_unetkit(lay: Layout, args, shared: dict | None, result: dict) -> None:
+    """unetkit's plan and preprocessing in this seed's work folder, with nnU-Net's network, patch and
+    batch written into it (``shared``; None: unetkit's own plan)."""
+    n = str(args.num_processes)
     plans_path = lay.uk_work / lay.folder / "plans.json"
     args_plan = ["plan", str(lay.raw), "--workdir", str(lay.uk_work), "--num-processes", n, "--quiet"]
-    commands.append(shlex.join(["unetkit", *args_plan]))
+    result["commands"].append(shlex.join(["unetkit", *args_plan]))
     if not plans_path.is_file():
-        run(unetkit_cli(*args_plan), None, lay.root / "unetkit_plan.log")
+        run(unetkit_cli(*args_plan), None, lay.run_root / "unetkit_plan.log")
     plans = json.loads(plans_path.read_text())
     entry = plans["configurations"][lay.config]
-    if nn_python is None:
+    if shared is None:
         shared = {k: entry[k] for k in ("patch_size", "batch_dice", "architecture")}
-    shared["batch_size"] = args.batch_size
+    shared = {**shared, "batch_size": args.batch_size}
     entry.update(shared)
     plans_path.write_text(json.dumps(plans, indent=2))
     result["shared_setup"] = shared
     result["unetkit_plan"] = {"normalization": entry["normalization_schemes"], "spacing": entry["spacing"]}
     args_pre = ["preprocess", str(lay.raw), "--workdir", str(lay.uk_work), "-c", lay.config, "--num-processes", n,
                 "--no-progress"]
-    commands.append(shlex.join(["unetkit", *args_pre]))
-    run(unetkit_cli(*args_pre), None, lay.root / "unetkit_preprocess.log")
+    result["commands"].append(shlex.join(["unetkit", *args_pre]))
+    run(unetkit_cli(*args_pre), None, lay.run_root / "unetkit_preprocess.log")
 
-    # nnU-Net training (fold all = every training case; the test cases are not in the raw dataset)
-    if nn_python is not None:
-        cmd = [str(args.nnunet_venv / "bin" / "nnUNetv2_train"), str(lay.spec["id"]), lay.config, "all",
-               "-tr", TRAINER_NAME, "-device", "cpu"]
-        commands.append(f"{lay.nn_env_text()} nnUNet_n_proc_DA={args.num_workers} {shlex.join(cmd)}")
-        fold = lay.nn_model / "fold_all"
-        if (fold / "checkpoint_final.pth").is_file() and "nnunet" in previous:
-            result["nnunet"] = previous["nnunet"]
-            print(f"nnU-Net: reusing {fold}/checkpoint_final.pth", flush=True)
-        else:
-            shutil.rmtree(fold, ignore_errors=True)
-            with NNUNetTrainerFile(nn_python, epochs, per_epoch, args.val_iterations):
-                load = load_avg()
-                wall = run(cmd, lay.nn_env(args.num_workers), lay.root / "nnunet_train.log")
-            t = json.loads((fold / "unetkit_bench_timing.json").read_text())
-            result["nnunet"] = {**summarize(t["step_seconds"], t["wait_seconds"]), "wall_seconds": wall,
-                                "load_average_before": load, "load_average_after": load_avg()}
-        lay.train_json.write_text(json.dumps({**previous, **result}, indent=2))
 
-    # unetkit training
+def train_nnunet(lay: Layout, args, nn_python: Path, schedule: tuple[int, int], previous: dict, result: dict) -> None:
+    """nnU-Net on fold ``all`` (every training case; the test cases are not in the raw dataset).
+    nnU-Net has no seed option: each seed folder holds one independent, unseeded run."""
+    epochs, per_epoch = schedule
+    cmd = [str(args.nnunet_venv / "bin" / "nnUNetv2_train"), str(lay.spec["id"]), lay.config, "all",
+           "-tr", TRAINER_NAME, "-device", "cpu"]
+    result["commands"].append(f"{lay.nn_env_text()} nnUNet_n_proc_DA={args.num_workers} {shlex.join(cmd)}")
+    fold = lay.nn_model / "fold_all"
+    if (fold / "checkpoint_final.pth").is_file() and "nnunet" in previous:
+        result["nnunet"] = previous["nnunet"]
+        print(f"nnU-Net: reusing {fold}/checkpoint_final.pth", flush=True)
+        return
+    shutil.rmtree(fold, ignore_errors=True)
+    with NNUNetTrainerFile(nn_python, epochs, per_epoch, args.val_iterations):
+        load = load_avg()
+        wall = run(cmd, lay.nn_env(args.num_workers), lay.run_root / "nnunet_train.log")
+    t = json.loads((fold / "unetkit_bench_timing.json").read_text())
+    result["nnunet"] = {**summarize(t["step_seconds"], t["wait_seconds"]), "wall_seconds": wall,
+                        "pseudo_dice": t["pseudo_dice"], "take_off": take_off(t["pseudo_dice"], per_epoch),
+                        "load_average_before": load, "load_average_after": load_avg()}
+
+
+def train_unetkit(lay: Layout, args, schedule: tuple[int, int], previous: dict, result: dict) -> None:
+    """unetkit on fold ``all`` with ``--seed`` = this layout's seed."""
+    epochs, per_epoch = schedule
     args_train = ["train", lay.folder, "-c", lay.config, "-f", "all", "--workdir", str(lay.uk_work),
                   "--epochs", str(epochs), "--iterations-per-epoch", str(per_epoch),
                   "--val-iterations", str(args.val_iterations), "--batch-size", str(args.batch_size),
-                  "--num-workers", str(args.num_workers), "--device", "cpu", "--quiet"]
-    commands.append(shlex.join(["unetkit", *args_train]))
+                  "--seed", str(lay.seed), "--num-workers", str(args.num_workers), "--device", "cpu",
+                  "--no-validation", "--quiet"]
+    result["commands"].append(shlex.join(["unetkit", *args_train]))
     fold = lay.uk_model / "fold_all"
     if (fold / "checkpoint_final.json").is_file() and "unetkit" in previous:
         result["unetkit"] = previous["unetkit"]
         print(f"unetkit: reusing {fold}/checkpoint_final", flush=True)
-    else:
-        shutil.rmtree(fold, ignore_errors=True)
-        load = load_avg()
-        wall = run(unetkit_cli(*args_train), None, lay.root / "unetkit_train.log")
-        timing = json.loads((fold / "progress.json").read_text())["timing"]
-        result["unetkit"] = {**timing, "wall_seconds": wall, "load_average_before": load,
-                             "load_average_after": load_avg()}
+        return
+    shutil.rmtree(fold, ignore_errors=True)
+    load = load_avg()
+    wall = run(unetkit_cli(*args_train), None, lay.run_root / "unetkit_train.log")
+    progress = json.loads((fold / "progress.json").read_text())
+    dice = progress["history"]["pseudo_dice"]
+    result["unetkit"] = {**progress["timing"], "wall_seconds": wall, "pseudo_dice": dice,
+                         "take_off": take_off(dice, per_epoch), "load_average_before": load,
+                         "load_average_after": load_avg()}
+
+
+def phase_train(lay: Layout, args, nn_python: Path | None, this_command: str) -> dict:
+    iterations = args.iterations or lay.spec["iterations"]
+    epochs = min(args.epochs or lay.spec["epochs"], iterations)
+    if iterations % epochs:
+        raise SystemExit(f"error: --iterations {iterations} is not a multiple of --epochs {epochs}")
+    per_epoch = iterations // epochs
+    if args.retrain and lay.run_root.exists():
+        shutil.rmtree(lay.run_root)
+    previous = json.loads(lay.train_json.read_text()) if lay.train_json.is_file() else {}
+    result: dict = {"dataset": lay.key, "configuration": lay.config, "seed": lay.seed, "iterations": iterations,
+                    "epochs": epochs, "iterations_per_epoch": per_epoch, "val_iterations": args.val_iterations,
+                    "batch_size": args.batch_size, "num_workers": args.num_workers,
+                    "load_average_before": load_avg(), "command": this_command, "commands": []}
+    if previous and any(previous.get(k) != result[k] for k in ("iterations", "epochs", "batch_size")):
+        raise SystemExit(f"error: {lay.run_root} was trained with other settings ({previous.get('epochs')} x "
+                         f"{previous.get('iterations_per_epoch')}, batch {previous.get('batch_size')}); "
+                         "use another --workdir or --retrain")
+    prepare_data(lay, args, result)
+    lay.run_root.mkdir(parents=True, exist_ok=True)
+    shared = plan_nnunet(lay, args, result) if nn_python is not None else None
+    plan_unetkit(lay, args, shared, result)
+    if nn_python is not None:
+        train_nnunet(lay, args, nn_python, (epochs, per_epoch), previous, result)
+        lay.train_json.write_text(json.dumps({**previous, **result}, indent=2))
+    train_unetkit(lay, args, (epochs, per_epoch), previous, result)
     result["load_average_after"] = load_avg()
     lay.train_json.write_text(json.dumps({**previous, **result}, indent=2))
     return result
@@ -368,7 +402,7 @@ def dice_summary(summary_file: Path, labels: dict) -> dict:
 
 def phase_predict(lay: Layout, args, nn_python: Path | None, threads: int, this_command: str) -> dict:
     if not lay.train_json.is_file():
-        raise SystemExit(f"error: nothing trained in {lay.root}; run --phase train first")
+        raise SystemExit(f"error: nothing trained in {lay.run_root}; run --phase train first")
     trained = json.loads(lay.train_json.read_text())
     inputs, gt = lay.test / "images", lay.test / "labels"
     n_cases = len(list(gt.iterdir()))
@@ -381,20 +415,20 @@ def phase_predict(lay: Layout, args, nn_python: Path | None, threads: int, this_
     floor_before = forward_floor(lay.uk_model, args.floor_repeats)
 
     # unetkit
-    out_uk = lay.root / "pred_unetkit"
+    out_uk = lay.run_root / "pred_unetkit"
     shutil.rmtree(out_uk, ignore_errors=True)
     uk_args = ["predict", "-i", str(inputs), "-o", str(out_uk), "-m", str(lay.uk_model / "fold_all"),
                "--checkpoint", "final", "--device", "cpu", "--threads", str(threads), "--quiet"]
     commands.append(shlex.join(["unetkit", *uk_args]))
     load = load_avg()
-    full, full_cpu = timed_run(unetkit_cli(*uk_args), None, lay.root / "unetkit_predict.log")
+    full, full_cpu = timed_run(unetkit_cli(*uk_args), None, lay.run_root / "unetkit_predict.log")
     startup, startup_cpu = timed_run(unetkit_cli(*uk_args, "--continue"))
     result["unetkit"] = {"wall": full, "startup": startup, "per_case": (full - startup) / n_cases,
                          "cpu": full_cpu, "startup_cpu": startup_cpu, "cpu_per_case": (full_cpu - startup_cpu) / n_cases,
                          "load_average_before": load, "load_average_after": load_avg()}
 
     # nnU-Net
-    out_nn = lay.root / "pred_nnunet"
+    out_nn = lay.run_root / "pred_nnunet"
     if nn_python is not None:
         floor_between = forward_floor(lay.uk_model, args.floor_repeats)
         shutil.rmtree(out_nn, ignore_errors=True)
@@ -406,7 +440,7 @@ def phase_predict(lay: Layout, args, nn_python: Path | None, threads: int, this_
         with NNUNetTrainerFile(nn_python, trained["epochs"], trained["iterations_per_epoch"],
                                trained["val_iterations"]):
             load = load_avg()
-            full, full_cpu = timed_run(nn_cmd, lay.nn_env(args.num_workers), lay.root / "nnunet_predict.log")
+            full, full_cpu = timed_run(nn_cmd, lay.nn_env(args.num_workers), lay.run_root / "nnunet_predict.log")
             startup, startup_cpu = timed_run(nn_cmd + ["--continue_prediction"], lay.nn_env(args.num_workers))
         result["nnunet"] = {"wall": full, "startup": startup, "per_case": (full - startup) / n_cases,
                             "cpu": full_cpu, "startup_cpu": startup_cpu,
@@ -427,7 +461,7 @@ def phase_predict(lay: Layout, args, nn_python: Path | None, threads: int, this_
     for tool, pred in (("unetkit", out_uk), ("nnunet", out_nn)):
         if tool not in result:
             continue
-        ev = lay.root / f"eval_{tool}"
+        ev = lay.run_root / f"eval_{tool}"
         shutil.rmtree(ev, ignore_errors=True)
         cmd = ["evaluate", str(pred), str(gt), "-l", *labels_arg, "-o", str(ev), "-np", str(args.num_processes),
                "--quiet"]
@@ -525,20 +559,72 @@ def table(key: str, tr: dict, pr: dict | None) -> list[str]:
     return lines
 
 
+def seed_table(key: str, runs: list[tuple[dict, dict | None]]) -> list[str]:
+    """Issue 14's table: test Dice per class and mean for every seed and tool, mean +- sd over the
+    seeds, and the take-off iteration (first epoch with every class's pseudo-Dice > 0.5)."""
+    names = [n for n, v in DATASETS[key]["labels"].items() if v]
+    head = " / ".join(names)
+    lines = [f"  seed table: test Dice {head} (mean over classes); take-off = iteration at the end of the first epoch "
+             "whose validation pseudo-Dice exceeds 0.5 for every class ('never': not within the run)",
+             f"  {'tool':<10}{'seed':>6}  {'test Dice ' + head:<34}{'mean':>8}{'take-off':>10}"]
+    summary = {}
+    for tool, title in (("unetkit", "unetkit"), ("nnunet", "nnU-Net")):
+        means, never, per_class = [], 0, {n: [] for n in names}
+        for tr, pr in runs:
+            dice = (pr or {}).get(tool, {}).get("dice")
+            if tool not in tr:
+                continue
+            took = tr[tool].get("take_off")
+            never += took is None
+            seed = tr["seed"] if tool == "unetkit" else f"run{tr['seed']}"
+            if dice is None:
+                lines.append(f"  {title:<10}{seed!s:>6}  {'(not predicted)':<34}{'':>8}{took or 'never'!s:>10}")
+                continue
+            means.append(dice["mean"])
+            for n in names:
+                per_class[n].append(dice[n])
+            text = " / ".join(f"{dice[n]:.3f}" for n in names)
+            lines.append(f"  {title:<10}{seed!s:>6}  {text:<34}{dice['mean']:>8.3f}{took or 'never'!s:>10}")
+        if not means:
+            continue
+        sd = statistics.stdev(means) if len(means) > 1 else float("nan")
+        text = " / ".join(f"{statistics.mean(v):.3f}" for v in per_class.values())
+        lines.append(f"  {title:<10}{'mean':>6}  {text:<34}{statistics.mean(means):>8.3f}"
+                     f"{f'{never} never':>10}   (sd of the mean Dice {sd:.3f}, n = {len(means)})")
+        summary[tool] = {"mean": statistics.mean(means), "sd": sd, "n": len(means), "never": never}
+    if "unetkit" in summary and "nnunet" in summary:
+        uk, nn = summary["unetkit"], summary["nnunet"]
+        within = uk["mean"] >= nn["mean"] - (nn["sd"] if nn["sd"] == nn["sd"] else 0.0)
+        lines.append(f"  goal mean test Dice within one sd of nnU-Net's or better: {'met' if within else 'NOT met'} "
+                     f"(unetkit {uk['mean']:.3f} vs nnU-Net {nn['mean']:.3f} +- {nn['sd']:.3f})")
+        lines.append(f"  goal no more runs without take-off than nnU-Net: "
+                     f"{'met' if uk['never'] <= nn['never'] else 'NOT met'} (unetkit {uk['never']} of {uk['n']}, "
+                     f"nnU-Net {nn['never']} of {nn['n']})")
+    return lines
+
+
 def report(keys: list[str], workdir: Path, show_commands: bool) -> dict:
     out, block = {}, []
     for key in keys:
-        lay = Layout(workdir, key)
-        if not lay.train_json.is_file():
-            continue
-        tr = json.loads(lay.train_json.read_text())
-        pr = json.loads(lay.predict_json.read_text()) if lay.predict_json.is_file() else None
-        out[key] = {"train": tr, "predict": pr}
-        block += table(key, tr, pr)
-        if show_commands:
-            block.append("  commands run:")
-            block += [f"    {c}" for c in tr["commands"] + (pr["commands"] if pr else [])]
-        block.append("")
+        runs = []
+        for seed_dir in sorted((workdir / key).glob("seed*"), key=lambda p: int(p.name[4:] or -1)):
+            lay = Layout(workdir, key, int(seed_dir.name[4:]))
+            if not lay.train_json.is_file():
+                continue
+            tr = json.loads(lay.train_json.read_text())
+            pr = json.loads(lay.predict_json.read_text()) if lay.predict_json.is_file() else None
+            runs.append((tr, pr))
+            out.setdefault(key, {})[f"seed{lay.seed}"] = {"train": tr, "predict": pr}
+            block.append(f"seed {lay.seed}:")
+            block += table(key, tr, pr)
+            if show_commands:
+                block.append("  commands run:")
+                block += [f"    {c}" for c in tr["commands"] + (pr["commands"] if pr else [])]
+            block.append("")
+        if runs:
+            block.append(f"{TITLES[key]}: {len(runs)} seed(s)")
+            block += seed_table(key, runs)
+            block.append("")
     print("\n" + "=" * 100)
     print("unetkit vs nnU-Net v2.8.1: test accuracy at equal iterations and prediction speed "
           "(Dice from `unetkit evaluate` for both; s/case excludes start-up)")
@@ -557,8 +643,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/acc_bench/work"),
                         help="kept between phases: datasets, plans, trained models, predictions, results")
     parser.add_argument("--iterations", type=int, default=None,
-                        help="training iterations per tool (default: Hippocampus 250, DRIVE and ISBI 50)")
-    parser.add_argument("--epochs", type=int, default=5, help="the iterations are spread over this many epochs")
+                        help="training iterations per tool (default: Hippocampus 500, DRIVE and ISBI 50)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="the iterations are spread over this many epochs (default: Hippocampus 50, DRIVE and ISBI 5)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="one run per seed and tool (unetkit --seed S; nnU-Net is unseeded: one independent run "
+                             "per seed folder); the report shows every seed in WORKDIR (default 0 1 2)")
     parser.add_argument("--val-iterations", type=int, default=2,
                         help="validation batches per epoch, both tools (pseudo-Dice; only picks checkpoint_best)")
     parser.add_argument("--batch-size", type=int, default=2)
@@ -587,13 +677,14 @@ def main(argv: list[str] | None = None) -> int:
     this_command = shlex.join(["python", "benchmarks/accuracy_vs_nnunet.py", *(argv if argv is not None else sys.argv[1:])])
     args.workdir = args.workdir.resolve()
     for key in args.datasets:
-        lay = Layout(args.workdir, key)
-        if args.phase in ("train", "all"):
-            print(f"--- {key}: train", flush=True)
-            phase_train(lay, args, nn_python, this_command)
-        if args.phase in ("predict", "all"):
-            print(f"--- {key}: predict", flush=True)
-            phase_predict(lay, args, nn_python, threads, this_command)
+        for seed in args.seeds if args.phase != "report" else []:
+            lay = Layout(args.workdir, key, seed)
+            if args.phase in ("train", "all"):
+                print(f"--- {key}, seed {seed}: train", flush=True)
+                phase_train(lay, args, nn_python, this_command)
+            if args.phase in ("predict", "all"):
+                print(f"--- {key}, seed {seed}: predict", flush=True)
+                phase_predict(lay, args, nn_python, threads, this_command)
     results = report(args.datasets, args.workdir, show_commands=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -96,7 +96,10 @@ class {name}(nnUNetTrainer):
             self.on_epoch_end()
         self.on_train_end()
         with open(join(self.output_folder, "unetkit_bench_timing.json"), "w") as handle:
-            json.dump({{"step_seconds": steps, "wait_seconds": waits}}, handle)
+            # per-epoch pseudo-Dice per class (nnU-Net's own validation proxy), for take-off tables
+            dice = [[float(v) for v in epoch_dice]
+                    for epoch_dice in self.logger.local_logger.my_fantastic_logging["dice_per_class_or_region"]]
+            json.dump({{"step_seconds": steps, "wait_seconds": waits, "pseudo_dice": dice}}, handle)
 
     def perform_actual_validation(self, *args, **kwargs):
         pass
