@@ -29,18 +29,32 @@ For each dataset the script, on this machine,
    difference in points, prediction seconds per case, the floor and the ratios, training seconds
    per iteration, the load average and the commands; then whether each goal is met.
 
+Every seed of ``--seeds`` (default 0 1 2) is one run per tool in its own folder
+``WORKDIR/KEY/seedS/``: unetkit trains with ``--seed S``; nnU-Net has no seed option, so its run in
+that folder is an independent unseeded one. The data, the test folder and nnU-Net's preprocessing
+are shared by the seeds. After the per-seed tables comes the seed table (issue 14): test Dice per
+class and mean for every run, mean +- sd over the runs, and the take-off iteration of each run
+(the end of the first epoch whose validation pseudo-Dice exceeds 0.5 for every class, read from
+unetkit's progress.json and from nnU-Net's own logger), with two goals: unetkit's mean within one
+sd of nnU-Net's or better, and no more runs without take-off than nnU-Net. Hippocampus defaults to
+500 iterations as 50 epochs x 10 (about 30 minutes per seed for both tools on 2 CPU cores,
+prediction included).
+
 Phases (``--phase train|predict|all``) share ``--workdir``, so trained models are reused and the
 prediction timing can be rerun on a quiet machine::
 
-    python benchmarks/accuracy_vs_nnunet.py --datasets hippocampus --workdir /tmp/acc_bench/work
+    python benchmarks/accuracy_vs_nnunet.py --datasets hippocampus --workdir /tmp/acc_bench/work   # 3 seeds
+    python benchmarks/accuracy_vs_nnunet.py --datasets hippocampus --seeds 3 4   # two more seeds, same folder
+    python benchmarks/accuracy_vs_nnunet.py --datasets hippocampus --phase report   # every seed so far
     python benchmarks/accuracy_vs_nnunet.py --datasets isbi drive --iterations 50 --phase train
     python benchmarks/accuracy_vs_nnunet.py --datasets isbi drive --phase predict --json out.json
     python benchmarks/accuracy_vs_nnunet.py --datasets isbi --iterations 4 --max-test-cases 3   # smoke
 
 Goals (issue 4): test Dice no worse than nnU-Net's at equal iterations (within 0.5 points);
 prediction within 1.1x of the floor, beating nnU-Net; at least 2x faster than nnU-Net on the large
-2D pictures. One training run per tool: the Dice difference includes seed noise (nnU-Net is not
-seeded), and timings on a shared machine are noisy (the load average is printed).
+2D pictures (per seed). At a few hundred iterations a single run's Dice depends mostly on when
+learning takes off, so only the seed table's means and spreads support a comparison; timings on
+a shared machine are noisy (the load average is printed).
 """
 
 from __future__ import annotations
