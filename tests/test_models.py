@@ -288,3 +288,23 @@ def test_torch_compile_tiny_model() -> None:
         for a, b in zip(outs, model(x)):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     assert time.perf_counter() - t0 < 600
+
+
+def test_fixed_size_models_are_built_for_the_training_patch() -> None:
+    """A ViT-style model's position table is sized for the patch it trains on: the plan's
+    40x56x40 padded to UNETR's multiple of 16 gives 3*4*3 = 36 tokens (not the paper's 96^3 = 216)."""
+    from unetkit.models import model_patch, patch_keyword
+    from unetkit.training.config import TrainingConfig
+    from unetkit.training.trainer import network_spec
+
+    assert patch_keyword("unetr") == "img_size" and patch_keyword("plain_unet") is None
+    assert model_patch("unetr", [40, 56, 40]) == [48, 64, 48]
+    plans = {"num_input_channels": 1}
+    entry = {"patch_size": [40, 56, 40],
+             "architecture": {"name": "plain_unet", "kwargs": {"n_stages": 4, "features_per_stage": [8, 16, 32, 64]}}}
+    spec = network_spec(plans, entry, TrainingConfig(arch="unetr"), num_heads=3)
+    assert spec["kwargs"]["img_size"] == [48, 64, 48]
+    spec["kwargs"].update(hidden_size=32, mlp_dim=64, num_layers=4, num_heads=2, feature_size=4)
+    with torch.device("meta"):
+        model = create_model("unetr", 3, 1, 3, deep_supervision=False, **spec["kwargs"])
+    assert model.pos_embed.shape[1] == 3 * 4 * 3

@@ -13,15 +13,22 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from unetkit.models import create_model, model_info
+from unetkit.models import create_model, model_info, model_patch, patch_keyword
 
 # Patch sizes a planner can produce for strides [1, 2, 2, 2] (multiples of 8, odd after pooling).
 PATCHES = {3: (24, 40, 24), 2: (40, 56)}
 SMALL_PATCHES = {3: (8, 16, 8), 2: (16, 24)}
 
 
-def tiny(name: str, dims: int, in_channels: int = 2, num_classes: int = 3, **kw: Any) -> torch.nn.Module:
-    return create_model(name, dims, in_channels, num_classes, **{**model_info(name).tiny_kwargs, **kw})
+def tiny(name: str, dims: int, in_channels: int = 2, num_classes: int = 3, patch: Any = None,
+         **kw: Any) -> torch.nn.Module:
+    """The model at its ``tiny_kwargs``; a fixed-size model (``patch_kwarg``) is built for ``patch``
+    (default ``PATCHES[dims]``), as the trainer builds it for the plan's patch."""
+    kwargs = {**model_info(name).tiny_kwargs, **kw}
+    patch_kwarg = patch_keyword(name)
+    if patch_kwarg and kwargs.get(patch_kwarg) is None:
+        kwargs[patch_kwarg] = model_patch(name, patch or PATCHES[dims])
+    return create_model(name, dims, in_channels, num_classes, **kwargs)
 
 
 def _as_list(outs: Any) -> list[torch.Tensor]:
@@ -68,7 +75,7 @@ def eval_without_deep_supervision(name: str, dims: int) -> None:
 def overfits_tiny_batch(name: str, dims: int) -> None:
     """Six Adam steps on a learnable voxel-wise rule lower the loss by at least 20 %."""
     torch.manual_seed(0)
-    model = tiny(name, dims, in_channels=1, num_classes=2)
+    model = tiny(name, dims, in_channels=1, num_classes=2, patch=SMALL_PATCHES[dims])
     x = torch.randn(2, 1, *SMALL_PATCHES[dims])
     target = (x[:, 0] > 0.3).long()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)

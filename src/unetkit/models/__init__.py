@@ -8,7 +8,8 @@ on first use. See docs/models.md.
 """
 
 from unetkit.models.registry import (ModelInfo, UnknownModelError, conv_feature_map_size, count_parameters, create_model,
-                                     list_families, list_models, model_info, register_model)
+                                     list_families, list_models, model_info, model_patch, patch_keyword,
+                                     register_model)
 
 __all__ = ["ModelInfo", "UnknownModelError", "conv_feature_map_size", "count_parameters", "create_model", "list_families",
-           "list_models", "model_info", "register_model"]
+           "list_models", "model_info", "model_patch", "patch_keyword", "register_model"]

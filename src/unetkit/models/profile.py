@@ -30,16 +30,20 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from unetkit.models.registry import count_parameters, create_model, model_info
+from unetkit.models.registry import count_parameters, create_model, model_info, model_patch, patch_keyword
 
 #: Patches used when none is given (those of UNETR's and TransUNet's papers; multiples of 32).
 DEFAULT_PATCH = {3: (96, 96, 96), 2: (224, 224)}
 
 
 def _build(name: str, spatial_dims: int, in_channels: int, num_classes: int, kwargs: dict[str, Any] | None,
-           deep_supervision: bool) -> torch.nn.Module:
+           deep_supervision: bool, patch: Sequence[int]) -> torch.nn.Module:
     ds = deep_supervision and model_info(name).deep_supervision
-    return create_model(name, spatial_dims, in_channels, num_classes, deep_supervision=ds, **(kwargs or {}))
+    kwargs = dict(kwargs or {})
+    patch_kwarg = patch_keyword(name)
+    if patch_kwarg and kwargs.get(patch_kwarg) is None:  # sized for the patch it is measured on
+        kwargs[patch_kwarg] = model_patch(name, patch)
+    return create_model(name, spatial_dims, in_channels, num_classes, deep_supervision=ds, **kwargs)
 
 
 def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
@@ -55,7 +59,7 @@ def model_size(name: str, spatial_dims: int, patch: Sequence[int] | None = None,
     """Parameters and FLOPs of the default (or ``kwargs``) configuration, on the meta device."""
     patch = tuple(int(p) for p in (patch or DEFAULT_PATCH[spatial_dims]))
     with torch.device("meta"):
-        model = _build(name, spatial_dims, in_channels, num_classes, kwargs, deep_supervision=False).eval()
+        model = _build(name, spatial_dims, in_channels, num_classes, kwargs, deep_supervision=False, patch=patch).eval()
         params = count_parameters(model)
         flops = count_flops(model, torch.empty(1, in_channels, *patch))
     return {"params": params, "flops": flops, "macs": flops // 2, "patch": list(patch)}
@@ -111,7 +115,7 @@ def profile_model(name: str, spatial_dims: int | None = None, in_channels: int =
     dev = torch.device(device)
     size = model_size(name, spatial_dims, patch, in_channels, num_classes, kwargs)
     torch.manual_seed(seed)
-    model = _build(name, spatial_dims, in_channels, num_classes, kwargs, deep_supervision=False).to(dev).eval()
+    model = _build(name, spatial_dims, in_channels, num_classes, kwargs, deep_supervision=False, patch=patch).to(dev).eval()
     x = torch.randn(batch, in_channels, *patch, device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     with torch.inference_mode():

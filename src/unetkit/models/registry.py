@@ -202,6 +202,25 @@ def model_info(name: str) -> ModelInfo:
     return _lookup(name)[0]
 
 
+def patch_keyword(name: str) -> str | None:
+    """The builder keyword that takes the training patch, for models sized to a fixed input
+    (a ViT's position table, a token grid): ``extra["patch_kwarg"]``, else None.
+
+    The trainer passes the plan's patch under this keyword (:func:`model_patch`), and the
+    checkpoint records it, so prediction rebuilds the same tables instead of interpolating them.
+    """
+    return model_info(name).extra.get("patch_kwarg")
+
+
+def model_patch(name: str, patch: Sequence[int]) -> list[int]:
+    """``patch`` as the model sees it: each side rounded up to ``extra["divisible_by"]`` (what a
+    model that pads its input pads to, and what the trainer rounds the plan's patch up to)."""
+    divisor = model_info(name).extra.get("divisible_by")
+    if not isinstance(divisor, int) or divisor <= 1:
+        return [int(p) for p in patch]
+    return [-(-int(p) // divisor) * divisor for p in patch]
+
+
 def create_model(name: str, spatial_dims: int, in_channels: int, num_classes: int,
                  deep_supervision: bool | None = None, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name``.

@@ -123,7 +123,7 @@ def network_spec(plans: dict, entry: dict, config: TrainingConfig, num_heads: in
     not take are dropped (and logged), keeping the plan's stages, widths, kernels and strides;
     deep supervision is used only if the model has it.
     """
-    from unetkit.models import model_info
+    from unetkit.models import model_info, model_patch, patch_keyword
 
     arch = entry["architecture"]
     info = model_info(config.arch)
@@ -133,6 +133,9 @@ def network_spec(plans: dict, entry: dict, config: TrainingConfig, num_heads: in
     spec = {"name": config.arch, "spatial_dims": len(entry["patch_size"]),
             "in_channels": int(plans["num_input_channels"]), "num_classes": int(num_heads),
             "deep_supervision": deep_supervision, "kwargs": dict(arch.get("kwargs", {}))}
+    patch_kwarg = patch_keyword(config.arch)
+    if patch_kwarg:  # fixed-size tables (ViT positions) are built for the patch it trains on
+        spec["kwargs"][patch_kwarg] = model_patch(config.arch, entry["patch_size"])
     try:
         with torch.device("meta"):  # validates the keywords without allocating anything
             build_network(spec)
@@ -140,7 +143,7 @@ def network_spec(plans: dict, entry: dict, config: TrainingConfig, num_heads: in
         if config.arch == arch["name"]:
             raise TrainingError(f"plans.json: architecture {arch['name']!r} rejects the plan's kwargs: {exc}") from exc
         topology = ("n_stages", "features_per_stage", "kernel_sizes", "strides")
-        spec["kwargs"] = {k: v for k, v in spec["kwargs"].items() if k in topology}
+        spec["kwargs"] = {k: v for k, v in spec["kwargs"].items() if k in topology or k == patch_kwarg}
         log(f"--arch {config.arch}: dropped plan keywords it does not take ({exc}); kept {sorted(spec['kwargs'])}")
     return spec
 
