@@ -97,7 +97,7 @@ def test_all_cnn_variants_registered_with_divisibility() -> None:
     for name in CNN_ZOO:
         info = model_info(name)
         assert "divisible_by" in info.extra and info.paper
-        assert "paper_configuration" in info.extra or "reference_configuration" in info.extra
+        assert isinstance(info.extra["divisible_by"], int) and info.extra["paper_setup"]
 
 
 @pytest.mark.parametrize("name", CNN_ZOO)

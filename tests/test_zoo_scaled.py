@@ -1,7 +1,7 @@
 """Scaled and lightweight variants: parameter counts against the papers' figures, and their pieces.
 
 Each count is taken with the configuration the paper reports (input channels, classes, widths; see
-each model's docstring and ``model_info(name).extra["paper_config"]``), on the ``meta`` device (no
+each model's docstring and ``model_info(name).extra["paper_setup"]``), on the ``meta`` device (no
 memory, no initialisation: STU-Net-H has 1.46 billion parameters). Our count must round to the
 figure as the paper prints it, or lie within the tolerance an entry states with its reason.
 """

@@ -160,8 +160,8 @@ def _defaults(spatial_dims: int) -> dict[str, Any]:
 
 @register_model(family="attention_unet", paper=OKTAY_PAPER, defaults=_defaults,
                 tiny_kwargs={"n_stages": 4, "features_per_stage": [4, 8, 16, 32]},
-                extra={"divisible_by": 16, "paper_parameters": 6_400_000,
-                       "paper_configuration": "3D, 1 input channel, 2 classes, 16..256 (feature_scale 4), "
+                extra={"tags": ["cnn", "attention"], "divisible_by": 16, "paper_params": 6_400_000,
+                       "paper_setup": "3D, 1 input channel, 2 classes, 16..256 (feature_scale 4), "
                                               "2 gates per level, BN"})
 def attention_unet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = True, *,
                    n_stages: int | None = None, features_per_stage: IntOrSeq | None = None,

@@ -160,8 +160,8 @@ def focal_unet_defaults(spatial_dims: int) -> dict[str, Any]:
                 defaults=focal_unet_defaults,
                 tiny_kwargs={"deep_supervision": False, "embed_dim": 16, "depths": [1, 1, 1], "decoder_depths": [1, 1], "focal_levels": [2, 2, 2],
                              "focal_windows": [3, 3, 3], "patch_size": 2},
-                extra={"divisible_by": 32, "pads_input": True, "paper_params": None,
-                       "paper_config": "2D, in 3, 9 classes, 224x224 (paper gives no count)",
+                extra={"tags": ["transformer"], "divisible_by": 32, "pads_input": True, "paper_params": None,
+                       "paper_setup": "2D, in 3, 9 classes, 224x224 (paper gives no count)",
                        "profile_patch_2d": [224, 224]})
 def focal_unet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
                embed_dim: int = 96, depths: Sequence[int] = (2, 2, 6, 2), decoder_depths: Sequence[int] = (1, 1, 1),

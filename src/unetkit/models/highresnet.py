@@ -125,8 +125,8 @@ def highresnet_defaults(spatial_dims: int) -> dict[str, Any]:
                 defaults=highresnet_defaults,
                 tiny_kwargs={"deep_supervision": False, "features": [4, 8], "blocks_per_group": 1,
                              "head_features": 8},
-                extra={"divisible_by": 1, "paper_params": None,
-                       "paper_config": "3D, 1 in, 160 classes, features 16/32/64 x 3 blocks, dilation 1/2/4, 80",
+                extra={"tags": ["cnn", "residual"], "divisible_by": 1, "paper_params": None,
+                       "paper_setup": "3D, 1 in, 160 classes, features 16/32/64 x 3 blocks, dilation 1/2/4, 80",
                        "reference_params": "MONAI HighResNet (same configuration), checked exactly",
                        "profile_patch_3d": [96, 96, 96], "profile_patch_2d": [224, 224]})
 def highresnet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,

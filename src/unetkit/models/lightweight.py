@@ -204,8 +204,8 @@ _PLAN_NOTE = ("fixed design: the plan keywords n_stages, features_per_stage, ker
                       "arXiv:2203.04967 (Fig. 2; Table 1: 1.47M parameters, 0.57 GFLOPs at 256x256)",
                 defaults=lambda d: {"dims": list(UNEXT_DIMS), "n_conv": 3},
                 tiny_kwargs={"dims": [16, 16, 32], "n_conv": 2},
-                extra={"divisible_by": 32, "paper_params": 1.47e6, "paper_gflops": 0.57, "paper_patch": [256, 256],
-                       "paper_config": "3 input channels, 1 class (ISIC 2018), dims 16,32,128,160,256",
+                extra={"tags": ["hybrid", "cnn", "mlp", "lightweight"], "divisible_by": 32, "paper_params": 1.47e6, "paper_gflops": 0.57, "paper_patch": [256, 256],
+                       "paper_setup": "3 input channels, 1 class (ISIC 2018), dims 16,32,128,160,256",
                        "kwargs_note": _PLAN_NOTE})
 def unext(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
           dims: Sequence[int] | None = None, n_conv: int | None = None, n_stages: Any = None,
@@ -308,8 +308,8 @@ CMUNEXT_DEFAULTS = {"dims": [16, 32, 128, 160, 256], "depths": [1, 1, 1, 3, 1], 
                       "7.41 GFLOPs at 256x256)",
                 defaults=lambda d: {k: list(v) for k, v in CMUNEXT_DEFAULTS.items()},
                 tiny_kwargs={"dims": [8, 16, 16, 32], "depths": [1, 1, 1, 1], "kernels": [3, 3, 5, 5]},
-                extra={"divisible_by": 16, "paper_params": 3.14e6, "paper_gflops": 7.41, "paper_patch": [256, 256],
-                       "paper_config": "2D, 3 input channels, 1 class (BUSI/ISIC), dims 16,32,128,160,256",
+                extra={"tags": ["cnn", "lightweight"], "divisible_by": 16, "paper_params": 3.14e6, "paper_gflops": 7.41, "paper_patch": [256, 256],
+                       "paper_setup": "2D, 3 input channels, 1 class (BUSI/ISIC), dims 16,32,128,160,256",
                        "kwargs_note": _PLAN_NOTE + "; the 3D version is the same layers with 3D convolutions"})
 def cmunext(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
             dims: Sequence[int] | None = None, depths: Sequence[int] | None = None,
@@ -464,8 +464,8 @@ EGEUNET_C_LIST = (8, 16, 24, 32, 48, 64)
                       "MICCAI 2023, arXiv:2307.08473 (Fig. 1, 2; Table 1: 0.053M parameters, 0.072 GFLOPs at 256x256)",
                 defaults=lambda d: {"c_list": list(EGEUNET_C_LIST), "n_conv": 3},
                 tiny_kwargs={"c_list": [4, 8, 8, 8], "n_conv": 3},
-                extra={"divisible_by": 32, "paper_params": 0.053e6, "paper_gflops": 0.072, "paper_patch": [256, 256],
-                       "paper_config": "3 input channels, 1 class (ISIC 2017/2018), c_list 8,16,24,32,48,64, "
+                extra={"tags": ["cnn", "attention", "lightweight"], "divisible_by": 32, "paper_params": 0.053e6, "paper_gflops": 0.072, "paper_patch": [256, 256],
+                       "paper_setup": "3 input channels, 1 class (ISIC 2017/2018), c_list 8,16,24,32,48,64, "
                                        "bridge and gt_ds on", "kwargs_note": _PLAN_NOTE})
 def egeunet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = True, *,
             c_list: Sequence[int] | None = None, n_conv: int | None = None, n_stages: Any = None,
@@ -567,8 +567,8 @@ def _ritnet_init(m: nn.Module) -> None:
                       "2019, arXiv:1910.00694 (Fig. 2, Sec. 3: 248,900 parameters, under 1 MB)",
                 defaults=lambda d: {"channels": 32, "n_blocks": 5, "dropout": 0.2},
                 tiny_kwargs={"channels": 4, "n_blocks": 4, "dropout": 0.0},
-                extra={"divisible_by": 16, "paper_params": 248_900,
-                       "paper_config": "2D, 1 input channel, 4 classes (OpenEDS), 32 channels, 5 down blocks",
+                extra={"tags": ["cnn", "dense", "lightweight"], "divisible_by": 16, "paper_params": 248_900,
+                       "paper_setup": "2D, 1 input channel, 4 classes (OpenEDS), 32 channels, 5 down blocks",
                        "kwargs_note": _PLAN_NOTE + "; the 3D version is the same layers with 3D convolutions"})
 def ritnet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
            channels: int | None = None, n_blocks: int | None = None, dropout: float | None = None,

@@ -150,8 +150,8 @@ def _defaults(spatial_dims: int) -> dict[str, Any]:
 
 @register_model(family="multiresunet", paper=IBTEHAZ_PAPER, deep_supervision=False, defaults=_defaults,
                 tiny_kwargs={"n_stages": 4, "features_per_stage": [6, 8, 16, 32]},
-                extra={"divisible_by": 16, "paper_parameters": 7_262_750,
-                       "paper_configuration": "2D, 1 input channel, 1 class, U = 32..512, alpha 1.67, BN"})
+                extra={"tags": ["cnn", "residual", "multiscale"], "divisible_by": 16, "paper_params": 7_262_750,
+                       "paper_setup": "2D, 1 input channel, 1 class, U = 32..512, alpha 1.67, BN"})
 def multiresunet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
                  n_stages: int | None = None, features_per_stage: IntOrSeq | None = None, kernel_sizes: Any = None,
                  strides: Any = None, alpha: float = 1.67, norm: str = "batch") -> MultiResUNet:

@@ -148,8 +148,9 @@ TINY_KWARGS = {"n_stages": 4, "features_per_stage": [4, 8, 16, 32], "kernel_size
 
 
 @register_model(family="neunet", paper=NEUNET_PAPER, defaults=plain_topology_kwargs, tiny_kwargs=TINY_KWARGS,
-                extra={"divisible_by": "product of the plan's strides (as plain_unet)", "paper_params": None,
-                       "paper_config": "nnU-Net 3d_fullres plans of Synapse / ACDC (parameter count not reported in "
+                extra={"divisible_by": 1,  # the plan's strides decide (as plain_unet); the planner's patch fits them
+                       "tags": ["cnn", "multiscale"], "paper_params": None,
+                       "paper_setup": "nnU-Net 3d_fullres plans of Synapse / ACDC (parameter count not reported in "
                                        "the reachable text)"})
 def neunet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = True, *,
            n_stages: int | None = None, features_per_stage: IntOrSeq | None = None, kernel_sizes: Any = None,

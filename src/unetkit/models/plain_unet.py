@@ -137,7 +137,10 @@ TINY_KWARGS = {"n_stages": 4, "features_per_stage": [4, 8, 16, 32], "kernel_size
                 extra={"planner": "nnU-Net v2 ExperimentPlanner",
                        "vram_reference_3d": 560_000_000, "vram_reference_2d": 85_000_000,
                        "vram_reference_gb": 8, "reference_batch_size_3d": 2, "reference_batch_size_2d": 12,
-                       "max_features_3d": 320, "max_features_2d": 512, "base_features": 32})
+                       "max_features_3d": 320, "max_features_2d": 512, "base_features": 32,
+                       "tags": ["cnn"], "paper_params": None,
+                       "paper_setup": "no count printed; nnU-Net plans the topology (by name: 5 stages, 32..320/512)",
+                       "divisible_by": 1})  # the plan's strides decide; the planner's patch fits them
 def plain_unet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = True, *,
                n_stages: int | None = None, features_per_stage: IntOrSeq | None = None,
                kernel_sizes: Any = None, strides: Any = None, n_conv_per_stage: IntOrSeq | None = None,

@@ -128,8 +128,8 @@ def quicknat_defaults(spatial_dims: int) -> dict[str, Any]:
 @register_model(family="quicknat", paper=QUICKNAT_PAPER, spatial_dims=(2,), deep_supervision=False,
                 defaults=quicknat_defaults,
                 tiny_kwargs={"deep_supervision": False, "filters": 8, "kernel_size": 3, "levels": 2},
-                extra={"divisible_by": 1, "paper_params": None,
-                       "paper_config": "2D, 1 in, 28 classes, 64 filters, 5x5, 4 levels, batch norm",
+                extra={"tags": ["cnn", "dense"], "divisible_by": 1, "paper_params": None,
+                       "paper_setup": "2D, 1 in, 28 classes, 64 filters, 5x5, 4 levels, batch norm",
                        "reference_params": "MONAI Quicknat (norm='instance'), checked exactly",
                        "profile_patch_2d": [256, 256]})
 def quicknat(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,

@@ -123,8 +123,8 @@ def _defaults(spatial_dims: int) -> dict[str, Any]:
     return {**topology_kwargs(topo), "steps": 2, "norm": "batch"}
 
 
-_EXTRA = {"divisible_by": 8, "paper_parameters": 1_037_000,
-          "paper_configuration": "2D, 1 input channel, 1 class, 16..128, t=2, BN"}
+_EXTRA = {"divisible_by": 8, "paper_params": 1_037_000,
+          "paper_setup": "2D, 1 input channel, 1 class, 16..128, t=2, BN"}
 _TINY = {"n_stages": 3, "features_per_stage": [4, 8, 16]}
 
 
@@ -135,7 +135,7 @@ def _build(residual: bool, spatial_dims: int, in_channels: int, num_classes: int
 
 
 @register_model(family="r2unet", paper=ALOM_PAPER, deep_supervision=False, defaults=_defaults, tiny_kwargs=_TINY,
-                extra=_EXTRA)
+                extra={**_EXTRA, "tags": ["cnn", "recurrent", "residual"]})
 def r2unet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
            n_stages: int | None = None, features_per_stage: IntOrSeq | None = None, kernel_sizes: Any = None,
            strides: Any = None, steps: int = 2, norm: str = "batch") -> R2UNet:
@@ -149,7 +149,7 @@ def r2unet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervisi
 
 
 @register_model(family="r2unet", paper=ALOM_PAPER, deep_supervision=False, defaults=_defaults, tiny_kwargs=_TINY,
-                extra=_EXTRA)
+                extra={**_EXTRA, "tags": ["cnn", "recurrent"]})
 def runet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
           n_stages: int | None = None, features_per_stage: IntOrSeq | None = None, kernel_sizes: Any = None,
           strides: Any = None, steps: int = 2, norm: str = "batch") -> R2UNet:

@@ -131,7 +131,12 @@ def _planner_rules(planner: str, vram_gb: int, ref_3d: int, ref_2d: int, paper_v
             "max_features_3d": 320, "max_features_2d": 512, "base_features": 32,
             "n_blocks_per_stage": list(RESENC_BLOCKS_PER_STAGE),
             "n_conv_per_stage_decoder": RESENC_CONV_PER_STAGE_DECODER,
-            "max_dataset_covered": 1.0}
+            "max_dataset_covered": 1.0,
+            # catalogue (docs/models.md): the paper measures VRAM and GPU hours, not parameters
+            "tags": ["cnn", "residual"], "paper_params": None,
+            "paper_setup": "no count printed; nnU-Net plans the topology (by name: 5 stages, 32..320/512, "
+                           "blocks 1,3,4,6,6)",
+            "divisible_by": 1}  # the plan's strides decide; the planner's patch fits them
 
 
 #: A small instance for tests: 4 stages, strides 1,2,2,2 (patch multiple of 8), 4..32 features, 1-2 blocks.

@@ -136,8 +136,8 @@ def segresnet_defaults(spatial_dims: int) -> dict[str, Any]:
                 defaults=segresnet_defaults,
                 tiny_kwargs={"deep_supervision": False, "init_filters": 8, "blocks_down": [1, 1, 1],
                              "blocks_up": [1, 1], "dropout": 0.0},
-                extra={"divisible_by": 8, "paper_params": None,
-                       "paper_config": "3D, 4 in, 3 classes, init_filters 32, blocks 1,2,2,4 / 1,1,1",
+                extra={"tags": ["cnn", "residual"], "divisible_by": 8, "paper_params": None,
+                       "paper_setup": "3D, 4 in, 3 classes, init_filters 32, blocks 1,2,2,4 / 1,1,1",
                        "reference_params": "MONAI SegResNet (same configuration), checked exactly",
                        "profile_patch_3d": [128, 128, 128], "profile_patch_2d": [224, 224]})
 def segresnet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,

@@ -207,8 +207,8 @@ def _register(size: str):
     return register_model(
         family="stunet", paper=STUNET_PAPER, spatial_dims=(2, 3), deep_supervision=True,
         defaults=stunet_defaults(size), tiny_kwargs=_TINY, name=f"stunet_{size}",
-        extra={"divisible_by": 32, "paper_params": STUNET_PAPER_PARAMS[size],
-               "paper_config": "3D, 1 input channel, 105 classes (TotalSegmentator), 6 stages, strides 1,2,2,2,2,2",
+        extra={"tags": ["cnn", "residual"], "divisible_by": 32, "paper_params": STUNET_PAPER_PARAMS[size],
+               "paper_setup": "3D, 1 input channel, 105 classes (TotalSegmentator), 6 stages, strides 1,2,2,2,2,2",
                "kwargs_note": _NOTE, "dims": list(dims), "depth": depth})
 
 

@@ -303,10 +303,13 @@ def build_sequence_unet(spatial_dims: int, in_channels: int, num_classes: int, d
 
 TINY_KWARGS = {"n_stages": 4, "features_per_stage": [4, 8, 16, 32], "kernel_sizes": 3, "strides": [1, 2, 2, 2],
                "n_conv_per_stage": 2, "n_conv_per_stage_decoder": 1}
+_PAPER_SETUP = "no count printed; nnU-Net plans the residual topology (by name: 5 stages, 32..320/512)"
 
 
 @register_model(family="sequence", paper=UMAMBA_PAPER, defaults=sequence_unet_kwargs, tiny_kwargs=TINY_KWARGS,
-                extra={"paper_params": None, "fast_path": "mamba_ssm.selective_scan_fn on CUDA when importable"})
+                extra={"tags": ["hybrid", "mamba", "cnn", "residual"], "paper_params": None,
+                       "paper_setup": _PAPER_SETUP, "divisible_by": 1,  # the plan's strides decide
+                       "fast_path": "mamba_ssm.selective_scan_fn on CUDA when importable"})
 def umamba_bot(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = True, *,
                n_stages: int | None = None, features_per_stage: IntOrSeq | None = None, kernel_sizes: Any = None,
                strides: Any = None, n_conv_per_stage: IntOrSeq | None = None,
@@ -320,7 +323,9 @@ def umamba_bot(spatial_dims: int, in_channels: int, num_classes: int, deep_super
 
 
 @register_model(family="sequence", paper=UMAMBA_PAPER, defaults=sequence_unet_kwargs, tiny_kwargs=TINY_KWARGS,
-                extra={"paper_params": None, "fast_path": "mamba_ssm.selective_scan_fn on CUDA when importable",
+                extra={"tags": ["hybrid", "mamba", "cnn", "residual"], "paper_params": None,
+                       "paper_setup": _PAPER_SETUP, "divisible_by": 1,  # the plan's strides decide
+                       "fast_path": "mamba_ssm.selective_scan_fn on CUDA when importable",
                        "patch_size_kwarg": "optional: channel tokens where voxels <= width (reference behaviour)"})
 def umamba_enc(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = True, *,
                n_stages: int | None = None, features_per_stage: IntOrSeq | None = None, kernel_sizes: Any = None,

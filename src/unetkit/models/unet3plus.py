@@ -123,8 +123,8 @@ def _defaults(spatial_dims: int) -> dict[str, Any]:
 
 @register_model(family="unet3plus", paper=UNET3P_PAPER, defaults=_defaults,
                 tiny_kwargs={"n_stages": 4, "features_per_stage": [4, 8, 16, 32], "cat_channels": 4},
-                extra={"divisible_by": 16, "paper_parameters": 26_970_000,
-                       "paper_configuration": "2D, 3 input channels, 1 class, 64..1024, CatChannels 64, BN"})
+                extra={"tags": ["cnn", "multiscale"], "divisible_by": 16, "paper_params": 26_970_000,
+                       "paper_setup": "2D, 3 input channels, 1 class, 64..1024, CatChannels 64, BN"})
 def unet3plus(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = True, *,
               n_stages: int | None = None, features_per_stage: IntOrSeq | None = None, kernel_sizes: Any = None,
               strides: Any = None, cat_channels: int = 64, norm: str = "batch") -> UNet3Plus:

@@ -237,9 +237,9 @@ def _unet3d_defaults(spatial_dims: int) -> dict[str, Any]:
 
 @register_model(family="unet", paper=RONNEBERGER_PAPER, deep_supervision=False, defaults=_unet_defaults,
                 tiny_kwargs={**TINY_TOPOLOGY, "dropout": 0.0, "norm": "batch"},  # no-norm: tests/test_zoo_cnn.py
-                extra={"divisible_by": 16, "paper_parameters": None,
+                extra={"tags": ["cnn"], "divisible_by": 16, "paper_params": None,
                        "reference_parameters": 31_030_658,
-                       "reference_configuration": "2D, 1 input channel, 2 classes, 64..1024, padded convs"})
+                       "paper_setup": "no count printed; reference_parameters is for 2D, 1 input channel, 2 classes, 64..1024, padded convs"})
 def unet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
          n_stages: int | None = None, features_per_stage: IntOrSeq | None = None, kernel_sizes: Any = None,
          strides: Any = None, norm: str = "none", dropout: float = 0.5) -> ClassicUNet:
@@ -255,8 +255,8 @@ def unet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision
 
 @register_model(family="unet", paper=CICEK_PAPER, deep_supervision=False, defaults=_unet3d_defaults,
                 tiny_kwargs=TINY_TOPOLOGY,
-                extra={"divisible_by": 8, "paper_parameters": 19_069_955,
-                       "paper_configuration": "3D, 3 input channels, 3 classes, norm none (Caffe count)"})
+                extra={"tags": ["cnn"], "divisible_by": 8, "paper_params": 19_069_955,
+                       "paper_setup": "3D, 3 input channels, 3 classes, norm none (Caffe count)"})
 def unet3d(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
            n_stages: int | None = None, features_per_stage: IntOrSeq | None = None, kernel_sizes: Any = None,
            strides: Any = None, norm: str = "batch") -> ClassicUNet:

@@ -119,8 +119,8 @@ def _defaults(spatial_dims: int) -> dict[str, Any]:
 
 @register_model(family="unetpp", paper=UNETPP_PAPER, deep_supervision=False, defaults=_defaults,
                 tiny_kwargs={"n_stages": 4, "features_per_stage": [4, 8, 16, 32], "dropout": 0.0, "norm": "batch"},
-                extra={"divisible_by": 16, "paper_parameters": 9_040_000,
-                       "paper_configuration": "2D, 1 input channel, 1 class, 32..512, no norm (Keras Nest_Net)",
+                extra={"tags": ["cnn", "nested", "dense"], "divisible_by": 16, "paper_params": 9_040_000,
+                       "paper_setup": "2D, 1 input channel, 1 class, 32..512, no norm (Keras Nest_Net)",
                        "paper_deep_supervision": "four full-resolution heads: model.side_outputs(x)"})
 def unetpp(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
            n_stages: int | None = None, features_per_stage: IntOrSeq | None = None, kernel_sizes: Any = None,

@@ -186,8 +186,8 @@ def vnet_defaults(spatial_dims: int) -> dict[str, Any]:
 @register_model(family="vnet", paper=VNET_PAPER, spatial_dims=(3, 2), deep_supervision=False, defaults=vnet_defaults,
                 tiny_kwargs={"deep_supervision": False, "features": 8, "encoder_convs": [1, 1, 1],
                              "decoder_convs": [1, 1, 1]},
-                extra={"divisible_by": 16, "paper_params": None,
-                       "paper_config": "3D, 1 in, 2 classes, features 16, MONAI VNet stage layout, PReLU",
+                extra={"tags": ["cnn", "residual"], "divisible_by": 16, "paper_params": None,
+                       "paper_setup": "3D, 1 in, 2 classes, features 16, MONAI VNet stage layout, PReLU",
                        "reference_params": "MONAI VNet(act='prelu') (same configuration), checked exactly",
                        "profile_patch_3d": [128, 128, 64], "profile_patch_2d": [224, 224]})
 def vnet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,

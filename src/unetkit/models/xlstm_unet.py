@@ -133,7 +133,10 @@ class ViLBlock(nn.Module):
 
 
 @register_model(family="sequence", paper=XLSTM_PAPER, defaults=sequence_unet_kwargs, tiny_kwargs=TINY_KWARGS,
-                extra={"paper_params": None})
+                extra={"tags": ["hybrid", "xlstm", "cnn", "residual"], "paper_params": None,
+                       "paper_setup": "no count printed; U-Mamba's residual nnU-Net from the plan (by name: 5 stages, "
+                                      "32..320/512)",
+                       "divisible_by": 1})  # the plan's strides decide; the planner's patch fits them
 def xlstm_unet_bot(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = True, *,
                    n_stages: int | None = None, features_per_stage: IntOrSeq | None = None, kernel_sizes: Any = None,
                    strides: Any = None, n_conv_per_stage: IntOrSeq | None = None,
