@@ -57,3 +57,45 @@ def test_model_has_integer_divisor(name: str) -> None:
 def test_model_uses_no_old_spelling(name: str) -> None:
     old = sorted(set(model_info(name).extra) & set(OLD_SPELLINGS))
     assert not old, f"{name}: rename {old} to 'paper_params' / 'paper_setup'"
+
+
+# ---------------------------------------------------------------- unetkit models (in-process)
+def _models_json(capsys, *argv: str) -> list[dict]:
+    from unetkit.cli import main
+    assert main(["models", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_models_cli_tags_must_all_match_and_params_bound(capsys) -> None:
+    rows = _models_json(capsys, "--tag", "cnn", "--tag", "lightweight", "--max-params", "2", "--no-size")
+    names = {r["name"] for r in rows}
+    # papers print 0.053M (EGE-UNet), 1.47M (UNeXt), 1.13M (U2-Net small); CMUNeXt 3.14M is over 2M
+    assert {"egeunet", "unext", "u2net_small"} <= names and "cmunext" not in names
+    assert "plain_unet" not in names  # a CNN, but not tagged lightweight
+    assert all({"cnn", "lightweight"} <= set(r["tags"]) and r["default_params"] <= 2_000_000 for r in rows)
+    assert all("params" not in r and "gflops" not in r for r in rows)  # --no-size: nothing measured
+
+
+def test_models_cli_min_params_on_the_default_configuration(capsys) -> None:
+    # STU-Net-H: 1457.33M in 3D (paper, Table 1); the same widths in 2D have a third of the weights
+    rows = _models_json(capsys, "--family", "stunet", "--min-params", "1000", "--no-size")
+    assert [(r["name"], r["dims"]) for r in rows] == [("stunet_h", 3)]
+    assert rows[0]["default_params"] == pytest.approx(1_457_330_000, rel=0.001)
+    assert rows[0]["paper_params"] == 1_457_330_000 and "TotalSegmentator" in rows[0]["paper_setup"]
+
+
+def test_models_cli_family_dims_and_paper_reference(capsys) -> None:
+    rows = _models_json(capsys, "--family", "r2unet", "--dims", "2", "--no-size")
+    assert [r["name"] for r in rows] == ["r2unet", "runet"] and {r["dims"] for r in rows} == {2}
+    assert rows[0]["paper_params"] == 1_037_000 and "Alom" in rows[0]["paper"]
+    from unetkit.cli import main
+    assert main(["models", "--family", "r2unet", "--dims", "2", "--no-size", "--details"]) == 0
+    out = capsys.readouterr().out
+    assert "paper figure: 1.037M (2D, 1 input channel, 1 class" in out and "Alom" in out
+
+
+def test_models_cli_rejects_unknown_tag_and_empty_range(capsys) -> None:
+    from unetkit.cli import main
+    assert main(["models", "--tag", "kann", "--no-size"]) == 2
+    assert "unknown tag" in capsys.readouterr().err
+    assert main(["models", "--min-params", "5", "--max-params", "1", "--no-size"]) == 2
