@@ -99,3 +99,37 @@ def test_models_cli_rejects_unknown_tag_and_empty_range(capsys) -> None:
     assert main(["models", "--tag", "kann", "--no-size"]) == 2
     assert "unknown tag" in capsys.readouterr().err
     assert main(["models", "--min-params", "5", "--max-params", "1", "--no-size"]) == 2
+
+
+# ---------------------------------------------------------------- docs/models.md
+def test_docs_models_table_is_up_to_date(capsys) -> None:
+    """docs/models.md's catalogue matches the registry (after merging models, regenerate it:
+    ``python -m unetkit.models.docs``)."""
+    from unetkit.models.docs import DEFAULT_PATH, main
+    assert DEFAULT_PATH.is_file()
+    assert main(["--check"]) == 0, capsys.readouterr().err
+
+
+def test_docs_generator_rewrites_only_between_markers(tmp_path, capsys) -> None:
+    from unetkit.models.docs import BEGIN, DEFAULT_PATH, END, main
+    text = DEFAULT_PATH.read_text(encoding="utf-8")
+    before, after = text.split(BEGIN)[0], text.split(END)[1]
+    stale = tmp_path / "models.md"
+    stale.write_text(f"{before}{BEGIN}\n| old | table |\n{END}{after}", encoding="utf-8")
+    assert main(["--check", "--path", str(stale)]) == 1
+    assert "stale" in capsys.readouterr().err
+    assert main(["--path", str(stale)]) == 0
+    assert stale.read_text(encoding="utf-8") == text  # the prose around the markers is kept as it was
+    assert main(["--check", "--path", str(stale)]) == 0
+    no_markers = tmp_path / "plain.md"
+    no_markers.write_text("# Models\n", encoding="utf-8")
+    assert main(["--check", "--path", str(no_markers)]) == 2
+
+
+def test_docs_table_has_one_row_per_model_with_the_paper_figure() -> None:
+    from unetkit.models.docs import DEFAULT_PATH
+    rows = [line for line in DEFAULT_PATH.read_text(encoding="utf-8").splitlines() if line.startswith("| `")]
+    table_rows = {line.split("`")[1]: line for line in rows if line.count("|") >= 9}
+    assert set(list_models()) <= set(table_rows)
+    # R2U-Net's paper prints ~1.037M for 1 input channel, 1 class (Alom et al. 2018, Sec. IV)
+    assert "| 1.037M |" in table_rows["r2unet"] and "Alom" in table_rows["r2unet"]

@@ -17,6 +17,7 @@ channel and 2 classes, built on PyTorch's ``meta`` device: shapes only, no memor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -77,6 +78,7 @@ def catalog_row(name: str) -> CatalogRow:
                       divisible_by=extra.get("divisible_by"))
 
 
+@lru_cache(maxsize=None)  # a registered name's defaults never change within a process
 def default_parameter_count(name: str, spatial_dims: int) -> int:
     """Parameters of ``name`` by name alone in ``spatial_dims`` dimensions, for
     :data:`COUNT_IN_CHANNELS` input channel(s) and :data:`COUNT_CLASSES` classes, built on the
