@@ -41,8 +41,7 @@ def test_model_has_paper_figure_and_setup(name: str) -> None:
     assert figure is None or (isinstance(figure, Real) and not isinstance(figure, bool) and figure > 0), figure
     setup = extra.get("paper_setup")
     assert isinstance(setup, str) and setup.strip(), f"{name}: extra['paper_setup'] must be a non-empty string"
-    for key in ("paper_gflops",):
-        assert extra.get(key) is None or isinstance(extra[key], Real), (name, key, extra[key])
+    assert extra.get("paper_gflops") is None or isinstance(extra["paper_gflops"], Real), (name, extra["paper_gflops"])
     if extra.get("paper_patch") is not None:
         assert all(isinstance(p, int) and p > 0 for p in extra["paper_patch"]), (name, extra["paper_patch"])
 
@@ -73,7 +72,9 @@ def test_models_cli_tags_must_all_match_and_params_bound(capsys) -> None:
     assert {"egeunet", "unext", "u2net_small"} <= names and "cmunext" not in names
     assert "plain_unet" not in names  # a CNN, but not tagged lightweight
     assert all({"cnn", "lightweight"} <= set(r["tags"]) and r["default_params"] <= 2_000_000 for r in rows)
-    assert all("params" not in r and "gflops" not in r for r in rows)  # --no-size: nothing measured
+    assert all("params" not in r and "gflops" not in r for r in rows)  # --no-size: no FLOPs measured
+    rows = _models_json(capsys, "--family", "r2unet", "--no-size")
+    assert all(r["default_params"] is None for r in rows)  # and, without a range, nothing counted
 
 
 def test_models_cli_min_params_on_the_default_configuration(capsys) -> None:

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch", type=int, nargs="+", help="patch for the FLOPs (2 or 3 numbers; sets --dims)")
     parser.add_argument("--in-channels", type=int, default=1, help="input channels (1)")
     parser.add_argument("--classes", type=int, default=2, help="output classes (2)")
-    parser.add_argument("--no-size", action="store_true", help="skip FLOPs and measured parameters (instant)")
+    parser.add_argument("--no-size", action="store_true", help="skip parameters and FLOPs (instant; a parameter range still counts parameters)")
     parser.add_argument("--details", action="store_true",
                         help="print each model's paper, printed parameter count and its setup below the table")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -98,14 +98,16 @@ def collect_rows(args: argparse.Namespace, dims_filter: int | None) -> list[dict
     from unetkit.models import model_info
     from unetkit.models.catalog import default_parameter_count, format_count, select_models
 
+    # --no-size stays instant unless a parameter range needs the counts (meta builds: seconds for the zoo)
+    count = not args.no_size or args.min_params is not None or args.max_params is not None
     rows = []
     for name in select_models(family=args.family, spatial_dims=dims_filter, tags=args.tag):
         info = model_info(name)
         for d in info.spatial_dims:
             if dims_filter is not None and d != dims_filter:
                 continue
-            default_params = default_parameter_count(name, d)
-            if not _in_param_range(default_params, args):
+            default_params = default_parameter_count(name, d) if count else None
+            if default_params is not None and not _in_param_range(default_params, args):
                 continue
             row = {**_catalog_fields(name, d), "deep_supervision": info.deep_supervision,
                    "default_params": default_params, "default_params_m": format_count(default_params)}
