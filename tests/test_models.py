@@ -76,19 +76,22 @@ def _cases() -> list[tuple[str, int]]:
 # ---------------------------------------------------------------- generic, over list_models()
 # Native kernels run on many shapes here; each body runs in an isolated worker process
 # (tests/isolated.py) so that a crash inside a kernel fails that one test, named, not the run.
+# One intra-op thread: on tiny tensors a second thread mostly costs synchronization (about 5-10x
+# the CPU time on a busy 2-core machine; zoo_checks.with_threads), which 75+ models multiply.
+ZOO_THREADS = 1
 @pytest.mark.parametrize("name,dims", _cases())
 def test_forward_backward_shapes(name: str, dims: int) -> None:
-    run_isolated(zoo_checks.forward_backward_shapes, name, dims)
+    run_isolated(zoo_checks.with_threads, ZOO_THREADS, zoo_checks.forward_backward_shapes, name, dims)
 
 
 @pytest.mark.parametrize("name,dims", _cases())
 def test_without_deep_supervision_and_eval(name: str, dims: int) -> None:
-    run_isolated(zoo_checks.eval_without_deep_supervision, name, dims)
+    run_isolated(zoo_checks.with_threads, ZOO_THREADS, zoo_checks.eval_without_deep_supervision, name, dims)
 
 
 @pytest.mark.parametrize("name,dims", _cases())
 def test_overfits_tiny_batch(name: str, dims: int) -> None:
-    run_isolated(zoo_checks.overfits_tiny_batch, name, dims)
+    run_isolated(zoo_checks.with_threads, ZOO_THREADS, zoo_checks.overfits_tiny_batch, name, dims)
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -110,7 +113,8 @@ def test_metadata_and_defaults(name: str) -> None:
 
 @pytest.mark.parametrize("name,dims", _cases())
 def test_state_dict_round_trip_safetensors(name: str, dims: int, tmp_path) -> None:
-    run_isolated(zoo_checks.state_dict_round_trip_safetensors, name, dims, str(tmp_path))
+    run_isolated(zoo_checks.with_threads, ZOO_THREADS, zoo_checks.state_dict_round_trip_safetensors, name, dims,
+                 str(tmp_path))
 
 
 # ---------------------------------------------------------------- parameter counts, feature maps
