@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch", type=int, nargs="+", help="patch for the FLOPs (2 or 3 numbers; sets --dims)")
     parser.add_argument("--in-channels", type=int, default=1, help="input channels (1)")
     parser.add_argument("--classes", type=int, default=2, help="output classes (2)")
-    parser.add_argument("--no-size", action="store_true", help="skip parameters and FLOPs (instant; a parameter range still counts parameters)")
+    parser.add_argument("--no-size", action="store_true",
+                        help="skip parameters and FLOPs (instant; a parameter range still counts parameters)")
     parser.add_argument("--details", action="store_true",
                         help="print each model's paper, printed parameter count and its setup below the table")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")

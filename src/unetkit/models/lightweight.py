@@ -204,7 +204,8 @@ _PLAN_NOTE = ("fixed design: the plan keywords n_stages, features_per_stage, ker
                       "arXiv:2203.04967 (Fig. 2; Table 1: 1.47M parameters, 0.57 GFLOPs at 256x256)",
                 defaults=lambda d: {"dims": list(UNEXT_DIMS), "n_conv": 3},
                 tiny_kwargs={"dims": [16, 16, 32], "n_conv": 2},
-                extra={"tags": ["hybrid", "cnn", "mlp", "lightweight"], "divisible_by": 32, "paper_params": 1.47e6, "paper_gflops": 0.57, "paper_patch": [256, 256],
+                extra={"tags": ["hybrid", "cnn", "mlp", "lightweight"],
+                       "divisible_by": 32, "paper_params": 1.47e6, "paper_gflops": 0.57, "paper_patch": [256, 256],
                        "paper_setup": "3 input channels, 1 class (ISIC 2018), dims 16,32,128,160,256",
                        "kwargs_note": _PLAN_NOTE})
 def unext(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
@@ -308,7 +309,8 @@ CMUNEXT_DEFAULTS = {"dims": [16, 32, 128, 160, 256], "depths": [1, 1, 1, 3, 1], 
                       "7.41 GFLOPs at 256x256)",
                 defaults=lambda d: {k: list(v) for k, v in CMUNEXT_DEFAULTS.items()},
                 tiny_kwargs={"dims": [8, 16, 16, 32], "depths": [1, 1, 1, 1], "kernels": [3, 3, 5, 5]},
-                extra={"tags": ["cnn", "lightweight"], "divisible_by": 16, "paper_params": 3.14e6, "paper_gflops": 7.41, "paper_patch": [256, 256],
+                extra={"tags": ["cnn", "lightweight"],
+                       "divisible_by": 16, "paper_params": 3.14e6, "paper_gflops": 7.41, "paper_patch": [256, 256],
                        "paper_setup": "2D, 3 input channels, 1 class (BUSI/ISIC), dims 16,32,128,160,256",
                        "kwargs_note": _PLAN_NOTE + "; the 3D version is the same layers with 3D convolutions"})
 def cmunext(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
@@ -464,7 +466,8 @@ EGEUNET_C_LIST = (8, 16, 24, 32, 48, 64)
                       "MICCAI 2023, arXiv:2307.08473 (Fig. 1, 2; Table 1: 0.053M parameters, 0.072 GFLOPs at 256x256)",
                 defaults=lambda d: {"c_list": list(EGEUNET_C_LIST), "n_conv": 3},
                 tiny_kwargs={"c_list": [4, 8, 8, 8], "n_conv": 3},
-                extra={"tags": ["cnn", "attention", "lightweight"], "divisible_by": 32, "paper_params": 0.053e6, "paper_gflops": 0.072, "paper_patch": [256, 256],
+                extra={"tags": ["cnn", "attention", "lightweight"],
+                       "divisible_by": 32, "paper_params": 0.053e6, "paper_gflops": 0.072, "paper_patch": [256, 256],
                        "paper_setup": "3 input channels, 1 class (ISIC 2017/2018), c_list 8,16,24,32,48,64, "
                                        "bridge and gt_ds on", "kwargs_note": _PLAN_NOTE})
 def egeunet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = True, *,

@@ -208,7 +208,8 @@ def _register(size: str):
     return register_model(
         family="mednext", paper=MEDNEXT_PAPER, spatial_dims=(2, 3), deep_supervision=True,
         defaults=mednext_defaults(size), tiny_kwargs=_TINY, name=f"mednext_{size}",
-        extra={"tags": ["cnn", "residual"], "divisible_by": 2 ** (MEDNEXT_LEVELS - 1), "paper_params": MEDNEXT_PAPER_PARAMS[size],
+        extra={"tags": ["cnn", "residual"],
+               "divisible_by": 2 ** (MEDNEXT_LEVELS - 1), "paper_params": MEDNEXT_PAPER_PARAMS[size],
                "paper_setup": "3D, kernel 3, 1 input channel, 14 classes (BTCV), width 32, 5 levels",
                "kwargs_note": _NOTE})
 

@@ -177,7 +177,8 @@ def _defaults(spatial_dims: int) -> dict[str, Any]:
 
 @register_model(family="resunetpp", paper=JHA_PAPER, deep_supervision=False, defaults=_defaults,
                 tiny_kwargs={"n_stages": 4, "features_per_stage": [8, 8, 16, 16]},
-                extra={"tags": ["cnn", "residual", "attention", "multiscale"], "divisible_by": 8, "paper_params": 4_070_000,
+                extra={"tags": ["cnn", "residual", "attention", "multiscale"],
+                       "divisible_by": 8, "paper_params": 4_070_000,
                        "paper_setup": "2D, 3 input channels, 1 class, 16..128, bridge 256, BN"})
 def resunetpp(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
               n_stages: int | None = None, features_per_stage: IntOrSeq | None = None, kernel_sizes: Any = None,

@@ -122,7 +122,8 @@ def swin_unet_defaults(spatial_dims: int) -> dict[str, Any]:
                 defaults=swin_unet_defaults,
                 tiny_kwargs={"deep_supervision": False, "embed_dim": 8, "depths": [2, 1, 1], "num_heads": [1, 2, 2], "window_size": 4,
                              "patch_size": 2},
-                extra={"tags": ["transformer", "attention"], "divisible_by": 32, "pads_input": True, "paper_params": 27_170_000,
+                extra={"tags": ["transformer", "attention"],
+                       "divisible_by": 32, "pads_input": True, "paper_params": 27_170_000,
                        "paper_setup": "2D, in 3, 9 classes, 224x224", "profile_patch_2d": [224, 224]})
 def swin_unet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
               embed_dim: int = 96, depths: Sequence[int] = (2, 2, 2, 2), num_heads: Sequence[int] = (3, 6, 12, 24),

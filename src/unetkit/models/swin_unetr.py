@@ -114,7 +114,8 @@ def swin_unetr_defaults(spatial_dims: int) -> dict[str, Any]:
 
 @register_model(family="transformer", paper=SWIN_UNETR_PAPER, deep_supervision=False, defaults=swin_unetr_defaults,
                 tiny_kwargs={"deep_supervision": False, "feature_size": 8, "depths": [2, 1, 1, 1], "num_heads": [1, 2, 2, 4], "window_size": 4},
-                extra={"tags": ["hybrid", "transformer", "attention"], "divisible_by": 32, "pads_input": True, "paper_params": 62_190_000,
+                extra={"tags": ["hybrid", "transformer", "attention"],
+                       "divisible_by": 32, "pads_input": True, "paper_params": 62_190_000,
                        "paper_setup": "3D, in 1, 14 classes, feature size 48",
                        "profile_patch_3d": [96, 96, 96], "profile_patch_2d": [224, 224]})
 def swin_unetr(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,

@@ -163,7 +163,8 @@ def transunet_defaults(spatial_dims: int) -> dict[str, Any]:
                 defaults=transunet_defaults,
                 tiny_kwargs={"deep_supervision": False, "img_size": [48, 64], "units": [1, 1, 1], "width": 32, "hidden_size": 32, "mlp_dim": 64,
                              "num_layers": 2, "num_heads": 2, "decoder_channels": [16, 16, 8, 8], "dropout": 0.0},
-                extra={"tags": ["hybrid", "transformer", "attention", "residual"], "divisible_by": 16, "pads_input": True, "patch_kwarg": "img_size", "paper_params": 105_280_000,
+                extra={"tags": ["hybrid", "transformer", "attention", "residual"],
+                       "divisible_by": 16, "pads_input": True, "patch_kwarg": "img_size", "paper_params": 105_280_000,
                        "paper_setup": "2D, in 3, 9 classes, 224x224", "profile_patch_2d": [224, 224]})
 def transunet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
               img_size: Sequence[int] = (224, 224), units: Sequence[int] = (3, 4, 9), width: int = 64,

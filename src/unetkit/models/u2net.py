@@ -207,7 +207,8 @@ def _build(preset: dict[str, Any], spatial_dims: int, in_channels: int, num_clas
 
 
 @register_model(family="u2net", paper=QIN_PAPER, defaults=_defaults_for(U2NET_FULL), tiny_kwargs=_TINY,
-                extra={"tags": ["cnn", "nested", "multiscale", "residual"], "divisible_by": 1, "paper_params": 44_000_000,
+                extra={"tags": ["cnn", "nested", "multiscale", "residual"],
+                       "divisible_by": 1, "paper_params": 44_000_000,
                        "paper_setup": "2D, 3 input channels, 1 class, Table 1 (176.3 MB fp32)"})
 def u2net(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = True, *,
           n_stages: int | None = None, features_per_stage: IntOrSeq | None = None,
@@ -223,7 +224,8 @@ def u2net(spatial_dims: int, in_channels: int, num_classes: int, deep_supervisio
 
 
 @register_model(family="u2net", paper=QIN_PAPER, defaults=_defaults_for(U2NET_SMALL), tiny_kwargs=_TINY,
-                extra={"tags": ["cnn", "nested", "multiscale", "residual", "lightweight"], "divisible_by": 1, "paper_params": 1_130_000,
+                extra={"tags": ["cnn", "nested", "multiscale", "residual", "lightweight"],
+                       "divisible_by": 1, "paper_params": 1_130_000,
                        "paper_setup": "2D, 3 input channels, 1 class, Table 1 U²-Net† (4.7 MB fp32)"})
 def u2net_small(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = True, *,
                 n_stages: int | None = None, features_per_stage: IntOrSeq | None = None,

@@ -239,7 +239,8 @@ def _unet3d_defaults(spatial_dims: int) -> dict[str, Any]:
                 tiny_kwargs={**TINY_TOPOLOGY, "dropout": 0.0, "norm": "batch"},  # no-norm: tests/test_zoo_cnn.py
                 extra={"tags": ["cnn"], "divisible_by": 16, "paper_params": None,
                        "reference_parameters": 31_030_658,
-                       "paper_setup": "no count printed; reference_parameters is for 2D, 1 input channel, 2 classes, 64..1024, padded convs"})
+                       "paper_setup": "no count printed; reference_parameters is for 2D, 1 input channel, 2 classes, "
+                                      "64..1024, padded convs"})
 def unet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
          n_stages: int | None = None, features_per_stage: IntOrSeq | None = None, kernel_sizes: Any = None,
          strides: Any = None, norm: str = "none", dropout: float = 0.5) -> ClassicUNet:

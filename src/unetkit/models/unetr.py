@@ -123,7 +123,8 @@ def unetr_defaults(spatial_dims: int) -> dict[str, Any]:
 @register_model(family="transformer", paper=UNETR_PAPER, deep_supervision=False, defaults=unetr_defaults,
                 tiny_kwargs={"deep_supervision": False, "img_size": None, "feature_size": 4, "hidden_size": 32, "mlp_dim": 64, "num_layers": 4,
                              "num_heads": 2},
-                extra={"tags": ["hybrid", "transformer", "attention"], "divisible_by": UNETR_PATCH, "pads_input": True, "patch_kwarg": "img_size",
+                extra={"tags": ["hybrid", "transformer", "attention"],
+                       "divisible_by": UNETR_PATCH, "pads_input": True, "patch_kwarg": "img_size",
                        "paper_params": 92_580_000, "paper_setup": "3D, in 1, 14 classes, img_size 96^3",
                        "profile_patch_3d": [96, 96, 96], "profile_patch_2d": [224, 224]})
 def unetr(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
