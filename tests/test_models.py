@@ -79,6 +79,8 @@ def _cases() -> list[tuple[str, int]]:
 # One intra-op thread: on tiny tensors a second thread mostly costs synchronization (about 5-10x
 # the CPU time on a busy 2-core machine; zoo_checks.with_threads), which 75+ models multiply.
 ZOO_THREADS = 1
+
+
 @pytest.mark.parametrize("name,dims", _cases())
 def test_forward_backward_shapes(name: str, dims: int) -> None:
     run_isolated(zoo_checks.with_threads, ZOO_THREADS, zoo_checks.forward_backward_shapes, name, dims)
