@@ -275,7 +275,8 @@ class VMUNetV2(nn.Module):
     """VM-UNet-V2: VSS encoder features of 4 levels (1/4..1/32), each through channel + spatial
     attention and a 1x1 conv + batch norm to ``mid_channels``; SDI per level; decoder from the
     deepest level: 4x4 / 2 transposed conv, add the next SDI output; a 1x1 head per level,
-    upsampled 4x (bilinear). Deep supervision returns the heads, full resolution first.
+    upsampled by the patch size (4x, bilinear). Deep supervision returns the heads, full resolution
+    first.
 
     The reference builds a fourth VSS stage (2 blocks at 8C) whose output it never uses; it is not
     built here. Its deep-supervision mode returns one sigmoid of the two finest heads (one class
@@ -284,12 +285,13 @@ class VMUNetV2(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, dims: int | Sequence[int] = 96,
                  depths: Sequence[int] = (2, 2, 9, 2), mid_channels: int = 48, d_state: int = 16,
-                 deep_supervision: bool = True) -> None:
+                 deep_supervision: bool = True, patch_size: int = 4) -> None:
         super().__init__()
         n = len(depths)
         c = _widths(dims, n)
-        self.divisible_by = 4 * 2 ** (n - 1)
-        self.encoder = VSSEncoder(in_channels, c, depths, 4, d_state, build=n - 1)
+        self.patch_size = patch_size
+        self.divisible_by = patch_size * 2 ** (n - 1)
+        self.encoder = VSSEncoder(in_channels, c, depths, patch_size, d_state, build=n - 1)
         self.encoder.apply(init_vmamba_)
         self.attention = nn.ModuleList([ChannelSpatialAttention(ch) for ch in c])
         self.translate = nn.ModuleList([nn.Sequential(nn.Conv2d(ch, mid_channels, 1, bias=False),
@@ -310,7 +312,7 @@ class VMUNetV2(nn.Module):
         for deconv, head, skip in zip(self.deconvs, self.heads[-2::-1], fused[-2::-1]):
             t = deconv(t) + skip
             outs.append(head(t))
-        outs = [F.interpolate(o, scale_factor=4, mode="bilinear") for o in outs[::-1]]
+        outs = [F.interpolate(o, scale_factor=self.patch_size, mode="bilinear") for o in outs[::-1]]
         if not self.deep_supervision:
             return crop_to(outs[0], size)
         return crop_pyramid(outs, size)
@@ -500,7 +502,7 @@ VMUNET_PAPER = ("Ruan & Xiang, VM-UNet: Vision Mamba UNet for Medical Image Segm
 
 @register_model(family="mamba", paper=VMUNET_PAPER, spatial_dims=(2,), deep_supervision=False,
                 defaults=vmunet_defaults,
-                tiny_kwargs={"dims": 8, "depths": [1, 1, 1], "depths_decoder": [1, 1, 1], "d_state": 4},
+                tiny_kwargs={"dims": 16, "depths": [1, 1, 1], "depths_decoder": [1, 1, 1], "d_state": 4},
                 extra={"tags": ["mamba"], "paper_params": 27.43e6, "paper_gflops": 4.11, "paper_patch": [256, 256],
                        "paper_setup": "2D, 3 in, 1 class, 256x256, C 96, depths 2,2,2,2 / decoder 2,2,2,1",
                        "divisible_by": 32, "pads_input": True, "kwargs_note": PLAN_NOTE})
@@ -519,7 +521,7 @@ MAMBA_UNET_PAPER = ("Wang et al., Mamba-UNet: UNet-Like Pure Visual Mamba for Me
 
 @register_model(family="mamba", paper=MAMBA_UNET_PAPER, spatial_dims=(2,), deep_supervision=False,
                 defaults=lambda d: {"dims": 96, "depths": [2, 2, 2, 2], "d_state": 16},
-                tiny_kwargs={"dims": 8, "depths": [1, 1, 1], "d_state": 4},
+                tiny_kwargs={"dims": 16, "depths": [1, 1, 1], "d_state": 4},
                 extra={"tags": ["mamba"], "paper_params": None, "paper_patch": [224, 224],
                        "paper_setup": "none printed; official code (vmamba_tiny.yaml: C 96, depths 2,2,2,2), "
                                       "3 in, 4 classes (ACDC), 224x224: counted in tests/test_zoo_mamba.py",
@@ -558,19 +560,24 @@ VMUNET_V2_PAPER = ("Zhang et al., VM-UNET-V2: Rethinking Vision Mamba UNet for M
 
 
 @register_model(family="mamba", paper=VMUNET_V2_PAPER, spatial_dims=(2,), deep_supervision=True,
-                defaults=lambda d: {"dims": 96, "depths": [2, 2, 9, 2], "mid_channels": 48, "d_state": 16},
-                tiny_kwargs={"dims": 8, "depths": [1, 1, 1, 1], "mid_channels": 8, "d_state": 4},
+                defaults=lambda d: {"dims": 96, "depths": [2, 2, 9, 2], "mid_channels": 48, "d_state": 16,
+                                    "patch_size": 4},
+                tiny_kwargs={"dims": 8, "depths": [1, 1, 1, 1], "mid_channels": 8, "d_state": 4, "patch_size": 1},
                 extra={"tags": ["mamba", "attention"], "paper_params": None,
                        "paper_setup": "none found printed; official code (config_setting_v2.py), 3 in, 1 class, "
                                       "256x256: counted in tests/test_zoo_mamba.py",
                        "divisible_by": 32, "pads_input": True, "kwargs_note": PLAN_NOTE})
 def vmunet_v2(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = True, *,
               dims: int | Sequence[int] = 96, depths: Sequence[int] = (2, 2, 9, 2), mid_channels: int = 48,
-              d_state: int = 16, n_stages: Any = None, features_per_stage: Any = None, kernel_sizes: Any = None,
-              strides: Any = None) -> VMUNetV2:
-    """VM-UNet-V2: VSS encoder, attention + SDI skips, transposed-conv decoder, deep supervision (2D)."""
+              d_state: int = 16, patch_size: int = 4, n_stages: Any = None, features_per_stage: Any = None,
+              kernel_sizes: Any = None, strides: Any = None) -> VMUNetV2:
+    """VM-UNet-V2: VSS encoder, attention + SDI skips, transposed-conv decoder, deep supervision (2D).
+
+    ``patch_size``: the patch embedding (4 in the paper); the heads are upsampled by it.
+    """
     _plan_keywords_ignored(n_stages, features_per_stage, kernel_sizes, strides)
-    return VMUNetV2(in_channels, num_classes, dims, tuple(depths), mid_channels, d_state, deep_supervision)
+    return VMUNetV2(in_channels, num_classes, dims, tuple(depths), mid_channels, d_state, deep_supervision,
+                    patch_size)
 
 
 ULTRALIGHT_C_LIST = (8, 16, 24, 32, 48, 64)
