@@ -22,7 +22,9 @@ kernel, limited to 1024 tokens).
 Differences: the reference builds modules its segmentation forward never uses (a second layer
 norm in every GLSP, an RWKV spatial mix in the GLSPs without attention, a layer norm in every
 decoder block, the classification head and norm of the ImageNet encoder); they are not built. No
-stochastic depth. The input is not repeated to 3 channels (the stem takes ``in_channels``). The
+stochastic depth. The input is not repeated to 3 channels (the stem takes ``in_channels``). As in
+the reference, the logits are upsampled bilinearly from half resolution (``extra["output_stride"]``
+2: a rule that changes from pixel to pixel cannot be fitted exactly). The
 paper prints no parameter count we could read; the count of what the reference's forward uses is
 pinned in tests/test_zoo_mamba.py.
 """
@@ -322,7 +324,7 @@ RWKV_UNET_PAPER = ("Jiang et al., RWKV-UNet: Improving UNet with Long-Range Coop
                        "paper_setup": "no count printed in the text we could read; official code (RWKV_UNet, "
                                       "encoder B), 1 in, 9 classes (Synapse), 224x224: counted in "
                                       "tests/test_zoo_mamba.py", "divisible_by": 16, "pads_input": True,
-                       "kwargs_note": PLAN_NOTE})
+                       "output_stride": 2, "kwargs_note": PLAN_NOTE})
 def rwkv_unet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
               variant: str = "b", depths: Sequence[int] | None = None, embed_dims: Sequence[int] | None = None,
               exp_ratios: Sequence[float] | None = None, stem_dim: int = 24, decoder_dim: int = 24,
