@@ -75,7 +75,7 @@ def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -
 def q_shift(x: torch.Tensor, size: Sequence[int], shift: int = 1) -> torch.Tensor:
     """Vision-RWKV's quad-directional token shift: channel quarters shifted by ``shift`` pixels
     right, left, down, up (zeros enter), the rest unchanged. (B, T, C) tokens of an (H, W) grid."""
-    b, t, c = x.shape
+    b, _, c = x.shape
     h, w = size
     g = c // 4
     img = x.transpose(1, 2).reshape(b, c, h, w)

@@ -253,7 +253,6 @@ SS2D_DIRECTIONS = 4
 
 def cross_scan(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, 4, C, H*W): row-major, column-major, and both reversed (VMamba Fig. 2)."""
-    b, c, h, w = x.shape
     hw = torch.stack((x.flatten(2), x.transpose(2, 3).flatten(2)), 1)
     return torch.cat((hw, hw.flip(-1)), 1)
 

@@ -46,7 +46,6 @@ weights, which matters only when loading the references' weights.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,6 +55,7 @@ from torch import nn
 
 from unetkit.models.attention_blocks import PatchMerging, UnetResBlock, UnetrUpBlock, crop_to, pad_to_multiple
 from unetkit.models.lightweight import ChannelLayerNorm
+from unetkit.models.lightweight import _egeunet_init as init_level_unet_  # EGE-UNet's init, as both references
 from unetkit.models.registry import register_model
 from unetkit.models.ssm_blocks import SS2D, Mamba, VSSStage, init_vmamba_, no_autocast
 from unetkit.models.swin_unet import PatchExpand
@@ -377,22 +377,6 @@ class LevelUNet(nn.Module):
             x = F.gelu(x) + skips[-1 - j]
         out = F.interpolate(self.final(x), scale_factor=2, mode="bilinear", align_corners=True)
         return crop_to(out, size)
-
-
-def init_level_unet_(m: nn.Module) -> None:
-    """The ``_init_weights`` of UltraLight VM-UNet / H-vmunet (EGE-UNet's): truncated normal (0.02)
-    linear weights, 1D convs normal(0, sqrt(2 / (k * out))), 2D convs normal(0, sqrt(2 / fan_out)),
-    zero biases (over every module, the Mamba / SS2D layers' linear layers included, as the references)."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.Conv1d):
-        nn.init.normal_(m.weight, 0, math.sqrt(2.0 / (m.kernel_size[0] * m.out_channels)))
-    elif isinstance(m, nn.Conv2d):
-        nn.init.normal_(m.weight, 0, math.sqrt(2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups)))
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 class PVMLayer(nn.Module):
