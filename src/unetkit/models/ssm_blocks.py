@@ -326,12 +326,12 @@ class SS2D(nn.Module):
 
 
 class VSSBlock(nn.Module):
-    """Visual state-space block (VM-UNet Fig. 2): ``x + SS2D(LayerNorm(x))``, layer norm eps 1e-6.
-    Channels-last (B, H, W, C)."""
+    """Visual state-space block (VM-UNet Fig. 2): ``x + SS2D(LayerNorm(x))``. Channels-last
+    (B, H, W, C). (The references' stages pass ``nn.LayerNorm``, eps 1e-5, over the block's 1e-6.)"""
 
     def __init__(self, dim: int, d_state: int = 16) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(dim, eps=1e-6)
+        self.ln_1 = nn.LayerNorm(dim)
         self.self_attention = SS2D(dim, d_state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
