@@ -43,6 +43,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "unetkit.models.lightweight",
     "unetkit.models.transunet", "unetkit.models.swin_unet", "unetkit.models.unetr", "unetkit.models.swin_unetr",
     "unetkit.models.focal_unet", "unetkit.models.umamba", "unetkit.models.xlstm_unet",
+    "unetkit.models.vmamba", "unetkit.models.rwkv_unet",
     "unetkit.models.segresnet", "unetkit.models.vnet", "unetkit.models.highresnet",
     "unetkit.models.quicknat",
 )

@@ -13,13 +13,13 @@ per level (deep supervision). The Mamba layer: layer norm over channels, then Ma
 d_state 16, d_conv 4, expand 2) over the flattened voxels, without a residual connection, in
 float32.
 
-Selective scan: plain PyTorch, a chunked parallel scan (exact; within a chunk the decays
-``exp(S_t - S_s)`` of the cumulative log-decays are formed as a masked T x T matrix, between
-chunks a sequential carry), so it runs on any device. With ``mamba_ssm`` importable and the input
-on CUDA, the same parameters go through ``mamba_ssm``'s fused ``selective_scan_fn`` kernel instead
-(parameter names ``in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj`` as ``mamba_ssm.Mamba``,
-so weights load either way). The plain scan keeps every state (B x L x 2C x 16): at full
-resolution (U-Mamba_Enc) it is slow and memory hungry; on CUDA install ``mamba_ssm``.
+Selective scan and Mamba block: ``ssm_blocks.py`` (shared with the VM-UNet family), re-exported
+here. Plain PyTorch, a two-level chunked scan, so it runs on any device; with ``mamba_ssm``
+importable and the input on CUDA, the same parameters go through ``mamba_ssm``'s fused
+``selective_scan_fn`` kernel instead (parameter names ``in_proj, conv1d, x_proj, dt_proj, A_log,
+D, out_proj`` as ``mamba_ssm.Mamba``, so weights load either way). The plain scan forms every
+state (B x L x 2C x 16) during a scan: at full resolution (U-Mamba_Enc) it is slow and memory
+hungry; on CUDA install ``mamba_ssm``.
 
 Parameter count: the paper reports none (no table of sizes); the count for a plan's topology is
 pinned in tests/test_zoo_transformers.py. U-Mamba_Enc's reference switches stages whose voxel
@@ -30,7 +30,6 @@ uses voxel tokens (documented difference).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -42,132 +41,13 @@ from torch import nn
 from unetkit.models.blocks import BasicBlockD, ConvNormAct, conv_class, in_layout_of, init_he_
 from unetkit.models.plain_unet import plain_topology_kwargs
 from unetkit.models.registry import register_model
+from unetkit.models.ssm_blocks import (SCAN_CHUNK, SCAN_MAX_ELEMENTS, Mamba, _mamba_ssm_scan,  # noqa: F401
+                                       no_autocast, selective_scan)
 from unetkit.models.topology import IntOrSeq, Topology, check_patch, make_topology, per_stage_ints
 
 UMAMBA_PAPER = ("Ma et al., U-Mamba: Enhancing Long-range Dependency for Biomedical Image Segmentation, "
                 "arXiv:2401.04722 (Fig. 1-2; no parameter count reported); Gu & Dao, Mamba, arXiv:2312.00752 "
                 "(Algorithm 2)")
-
-#: Largest number of elements of the T x T decay tensors of one chunk group of the plain scan.
-SCAN_MAX_ELEMENTS = 2 ** 25
-#: Longest chunk of the plain scan (work grows with it; the sequential carry shrinks with it).
-SCAN_CHUNK = 32
-
-
-def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor,
-                   max_elements: int = SCAN_MAX_ELEMENTS) -> torch.Tensor:
-    """The selective scan of Mamba (Gu & Dao 2023, Eq. 2a-2b with zero-order hold, Sec. 3.5):
-    ``h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t``, ``y_t = C_t . h_t``.
-
-    Args:
-        u: inputs (B, L, D).
-        delta: step sizes after softplus (B, L, D).
-        A: state matrix (D, N), negative.
-        Bm, Cm: input and output projections (B, L, N).
-        max_elements: bound on the T x T decay tensor; sets the chunk length T.
-
-    Returns:
-        y (B, L, D), without the ``D * u`` skip term.
-    """
-    b, length, d = u.shape
-    n = A.shape[-1]
-    if u.device.type == "meta":  # shapes only (parameter / FLOP counting): skip the carry loop
-        return u.new_empty(b, length, d)
-    # Chunk length t: at most SCAN_CHUNK steps, and small enough that one chunk's t x t decay tensor
-    # fits the budget. Chunks are then processed in groups whose t x t tensors together fit the
-    # budget, so memory stays bounded however long the sequence (a full-resolution stage has tens of
-    # thousands of voxels) while the sequential carry runs over L / t chunks, not L steps.
-    t = max(1, min(length, SCAN_CHUNK, math.isqrt(max(max_elements // max(b * d * n, 1), 1))))
-    pad = (-length) % t
-    if pad:  # zero step size and input: the padded steps neither decay nor add
-        u, delta = F.pad(u, (0, 0, 0, pad)), F.pad(delta, (0, 0, 0, pad))
-        Bm, Cm = F.pad(Bm, (0, 0, 0, pad)), F.pad(Cm, (0, 0, 0, pad))
-    nc = (length + pad) // t
-    log_decay = (delta.unsqueeze(-1) * A).view(b, nc, t, d, n)
-    inputs = ((delta * u).unsqueeze(-1) * Bm.unsqueeze(2)).view(b, nc, t, d, n)
-    cum = log_decay.cumsum(2)
-    if t > 1:
-        causal = torch.ones(t, t, dtype=torch.bool, device=u.device).tril()
-        group = max(1, max_elements // (b * t * t * d * n))
-        parts = []
-        for g0 in range(0, nc, group):
-            c = cum[:, g0:g0 + group]
-            seg = (c.unsqueeze(3) - c.unsqueeze(2)).masked_fill(~causal[:, :, None, None], float("-inf"))
-            parts.append((seg.exp() * inputs[:, g0:g0 + group].unsqueeze(2)).sum(3))  # zero state per chunk
-        local = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
-    else:
-        local = inputs
-    chunk_decay = cum[:, :, -1].exp()
-    state = torch.zeros(b, d, n, dtype=u.dtype, device=u.device)
-    entering = []
-    for c in range(nc):
-        entering.append(state)
-        state = chunk_decay[:, c] * state + local[:, c, -1]
-    h = local + cum.exp() * torch.stack(entering, 1).unsqueeze(2)
-    y = (h * Cm.view(b, nc, t, 1, n)).sum(-1).reshape(b, nc * t, d)
-    return y[:, :length]
-
-
-def no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast switched off on CPU / CUDA (the sequence layers run in float32); nothing elsewhere
-    (the meta device used for counting has no autocast)."""
-    if device.type in ("cpu", "cuda"):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()
-
-
-def _mamba_ssm_scan() -> Callable[..., torch.Tensor] | None:
-    try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except Exception:  # not installed, or built for another CUDA / torch
-        return None
-    return selective_scan_fn
-
-
-class Mamba(nn.Module):
-    """The Mamba block (Gu & Dao 2023, Fig. 3, Algorithm 2) with ``mamba_ssm.Mamba``'s parameters:
-    input projection to ``2 * expand * d_model`` (x and gate z), causal depth-wise conv1d + SiLU,
-    input-dependent ``delta`` (rank ``ceil(d_model / 16)``), ``B``, ``C``, the selective scan with
-    ``A = -exp(A_log)`` (S4D-real init 1..N) and skip ``D``, gating by ``SiLU(z)``, output projection."""
-
-    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_min: float = 1e-3,
-                 dt_max: float = 0.1, dt_init_floor: float = 1e-4) -> None:
-        super().__init__()
-        d_inner = expand * d_model
-        self.d_inner, self.d_state = d_inner, d_state
-        self.dt_rank = math.ceil(d_model / 16)
-        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
-        self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1, bias=True)
-        self.x_proj = nn.Linear(d_inner, self.dt_rank + 2 * d_state, bias=False)
-        self.dt_proj = nn.Linear(self.dt_rank, d_inner, bias=True)
-        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(d_inner, 1))
-        self.D = nn.Parameter(torch.ones(d_inner))
-        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
-        with torch.no_grad():
-            std = self.dt_rank ** -0.5
-            nn.init.uniform_(self.dt_proj.weight, -std, std)
-            dt = torch.exp(torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-            dt = dt.clamp(min=dt_init_floor)
-            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        length = hidden.shape[1]
-        x, z = self.in_proj(hidden).chunk(2, dim=-1)
-        x = F.silu(self.conv1d(x.transpose(1, 2))[..., :length])  # (B, D, L), causal
-        dt, Bm, Cm = torch.split(self.x_proj(x.transpose(1, 2)), (self.dt_rank, self.d_state, self.d_state), dim=-1)
-        A = -torch.exp(self.A_log.float())
-        fast = _mamba_ssm_scan() if x.is_cuda else None
-        if fast is not None:
-            dt = (dt @ self.dt_proj.weight.t()).transpose(1, 2)
-            y = fast(x.contiguous(), dt.contiguous(), A, Bm.transpose(1, 2).contiguous(),
-                     Cm.transpose(1, 2).contiguous(), self.D.float(), z=z.transpose(1, 2).contiguous(),
-                     delta_bias=self.dt_proj.bias.float(), delta_softplus=True).transpose(1, 2)
-        else:
-            x = x.transpose(1, 2)
-            delta = F.softplus(self.dt_proj(dt))
-            y = (selective_scan(x, delta, A, Bm, Cm) + x * self.D) * F.silu(z)
-        return self.out_proj(y)
-
 
 class MambaLayer(nn.Module):
     """U-Mamba's layer: flatten the voxels to tokens (or, with ``channel_token``, use the channels
