@@ -313,23 +313,34 @@ class PlainInstanceNorm(nn.Module):
         return F.group_norm(x, x.shape[1], eps=self.eps)
 
 
+def _unet_block_norm(kind: str, spatial_dims: int, channels: int) -> nn.Module:
+    """MONAI's ``norm_name``: "instance" (no affine) or "batch" (affine, running statistics)."""
+    if kind == "instance":
+        return PlainInstanceNorm()
+    if kind == "batch":
+        return (nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d)(channels)
+    raise ValueError(f"norm must be 'instance' or 'batch', got {kind!r}")
+
+
 class UnetResBlock(nn.Module):
     """Residual block of UNETR / SwinUNETR (MONAI ``UnetResBlock``): conv-norm-lrelu,
     conv-norm, plus a 1x1 conv-norm projection when width or stride change, then leaky ReLU.
-    Convolutions without bias, instance norm without affine."""
+    Convolutions without bias; instance norm without affine, or batch norm (``norm="batch"``,
+    as UNETR++'s transformer blocks use it)."""
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int = 3,
-                 stride: int = 1) -> None:
+                 stride: int = 1, norm: str = "instance") -> None:
         super().__init__()
         conv = conv_class(spatial_dims)
         self.conv1 = conv(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False)
         self.conv2 = conv(out_channels, out_channels, kernel_size, 1, kernel_size // 2, bias=False)
-        self.norm1, self.norm2 = PlainInstanceNorm(), PlainInstanceNorm()
+        self.norm1 = _unet_block_norm(norm, spatial_dims, out_channels)
+        self.norm2 = _unet_block_norm(norm, spatial_dims, out_channels)
         self.act = nn.LeakyReLU(0.01, inplace=True)
         self.project = in_channels != out_channels or stride != 1
         if self.project:
             self.conv3 = conv(in_channels, out_channels, 1, stride, bias=False)
-            self.norm3 = PlainInstanceNorm()
+            self.norm3 = _unet_block_norm(norm, spatial_dims, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.norm2(self.conv2(self.act(self.norm1(self.conv1(x)))))
