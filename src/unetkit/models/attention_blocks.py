@@ -183,7 +183,14 @@ class WindowAttention(nn.Module):
         bw, n, c = x.shape
         h = self.num_heads
         q, k, v = self.qkv(x).view(bw, n, 3, h, c // h).permute(2, 0, 3, 1, 4)
-        bias = self.relative_position_bias_table[self.relative_index(window, x.device).view(-1)]
+        return self.attend(q, k, v, window, mask)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: Sequence[int],
+               mask: torch.Tensor | None) -> torch.Tensor:
+        """Softmax attention of per-head (B * n_windows, h, N, d) queries, keys and values with
+        the relative position bias (and the shifted-window mask), then the output projection."""
+        bw, h, n, d = q.shape
+        bias = self.relative_position_bias_table[self.relative_index(window, q.device).view(-1)]
         bias = bias.view(n, n, h).permute(2, 0, 1)  # (h, N, N)
         if mask is not None:
             nw = mask.shape[0]
@@ -191,7 +198,7 @@ class WindowAttention(nn.Module):
         else:
             bias = bias[None].expand(bw, h, n, n)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
-        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+        return self.proj(out.transpose(1, 2).reshape(bw, n, h * d))
 
 
 def _shift_mask(size: Sequence[int], window: Sequence[int], shift: Sequence[int], device: torch.device) -> torch.Tensor:
