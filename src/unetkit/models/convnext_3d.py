@@ -27,7 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unetkit.models.attention_blocks import UnetResBlock, UnetrUpBlock, crop_to, pad_to_multiple
+from unetkit.models.attention_blocks import (
+    UnetResBlock,
+    UnetrUpBlock,
+    crop_to,
+    pad_to_multiple,
+)
 from unetkit.models.lightweight import ChannelLayerNorm
 from unetkit.models.registry import register_model
 
@@ -132,7 +137,27 @@ class UnetrStyleDecoder(nn.Module):
         return self.out(self.decoder1(dec))
 
 
-class UXNet3D(nn.Module):
+class FourStageUNet(nn.Module):
+    """An encoder returning four feature maps (1/2 .. 1/16 resolution) and a
+    :class:`UnetrStyleDecoder`; inputs are zero-padded to multiples of 16 and the logits cropped."""
+
+    def __init__(self, encoder: nn.Module, decoder: UnetrStyleDecoder) -> None:
+        super().__init__()
+        self.divisible_by = ENCODER_DIVISOR
+        self.deep_supervision = False
+        self.encoder, self.decoder = encoder, decoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, size = pad_to_multiple(x, self.divisible_by)
+        return crop_to(self.decoder(x, self.encoder(x)), size)
+
+
+def check_four_stages(name: str, dims: Sequence[int], depths: Sequence[int]) -> None:
+    if len(dims) != 4 or len(depths) != 4:
+        raise ValueError(f"{name} has four stages: dims and depths need 4 entries, got {list(dims)}, {list(depths)}")
+
+
+class UXNet3D(FourStageUNet):
     """3D UX-Net: :class:`UXNetEncoder` + :class:`UnetrStyleDecoder`.
 
     Args:
@@ -152,18 +177,9 @@ class UXNet3D(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, dims: Sequence[int] = (48, 96, 192, 384),
                  depths: Sequence[int] = (2, 2, 2, 2), hidden_size: int = 768, kernel_size: int = 7,
                  drop_path_rate: float = 0.0) -> None:
-        super().__init__()
-        if len(dims) != 4 or len(depths) != 4:
-            raise ValueError(f"3D UX-Net has four stages: dims and depths need 4 entries, got {list(dims)}, "
-                             f"{list(depths)}")
-        self.divisible_by = ENCODER_DIVISOR
-        self.deep_supervision = False
-        self.encoder = UXNetEncoder(in_channels, dims, depths, kernel_size, drop_path_rate)
-        self.decoder = UnetrStyleDecoder(in_channels, num_classes, dims, hidden_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, size = pad_to_multiple(x, self.divisible_by)
-        return crop_to(self.decoder(x, self.encoder(x)), size)
+        check_four_stages("3D UX-Net", dims, depths)
+        super().__init__(UXNetEncoder(in_channels, dims, depths, kernel_size, drop_path_rate),
+                         UnetrStyleDecoder(in_channels, num_classes, dims, hidden_size))
 
 
 def uxnet_defaults(spatial_dims: int) -> dict[str, Any]:

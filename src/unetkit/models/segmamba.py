@@ -33,8 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unetkit.models.attention_blocks import PlainInstanceNorm, crop_to, pad_to_multiple
-from unetkit.models.convnext_3d import ENCODER_DIVISOR, PLAN_NOTE, UnetrStyleDecoder
+from unetkit.models.attention_blocks import PlainInstanceNorm
+from unetkit.models.convnext_3d import (
+    ENCODER_DIVISOR,
+    PLAN_NOTE,
+    FourStageUNet,
+    UnetrStyleDecoder,
+    check_four_stages,
+)
 from unetkit.models.registry import register_model
 from unetkit.models.umamba import no_autocast, selective_scan
 
@@ -164,7 +170,7 @@ class SegMambaEncoder(nn.Module):
         return outs
 
 
-class SegMamba(nn.Module):
+class SegMamba(FourStageUNet):
     """SegMamba: :class:`SegMambaEncoder` + 3D UX-Net's :class:`UnetrStyleDecoder`.
 
     Args:
@@ -182,18 +188,9 @@ class SegMamba(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, dims: Sequence[int] = (48, 96, 192, 384),
                  depths: Sequence[int] = (2, 2, 2, 2), hidden_size: int = 768, d_state: int = 16) -> None:
-        super().__init__()
-        if len(dims) != 4 or len(depths) != 4:
-            raise ValueError(f"SegMamba has four stages: dims and depths need 4 entries, got {list(dims)}, "
-                             f"{list(depths)}")
-        self.divisible_by = ENCODER_DIVISOR
-        self.deep_supervision = False
-        self.encoder = SegMambaEncoder(in_channels, dims, depths, d_state)
-        self.decoder = UnetrStyleDecoder(in_channels, num_classes, dims, hidden_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, size = pad_to_multiple(x, self.divisible_by)
-        return crop_to(self.decoder(x, self.encoder(x)), size)
+        check_four_stages("SegMamba", dims, depths)
+        super().__init__(SegMambaEncoder(in_channels, dims, depths, d_state),
+                         UnetrStyleDecoder(in_channels, num_classes, dims, hidden_size))
 
 
 def segmamba_defaults(spatial_dims: int) -> dict[str, Any]:

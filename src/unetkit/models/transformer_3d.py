@@ -30,8 +30,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unetkit.models.attention_blocks import (Mlp, SwinBlock, UnetResBlock, ViTBlock, WindowAttention, crop_to,
-                                             init_transformer_, pad_to_multiple, window_partition, window_reverse)
+from unetkit.models.attention_blocks import (
+    Mlp,
+    SwinBlock,
+    UnetResBlock,
+    ViTBlock,
+    WindowAttention,
+    crop_to,
+    init_transformer_,
+    pad_to_multiple,
+    window_partition,
+    window_reverse,
+)
 from unetkit.models.lightweight import ChannelLayerNorm
 from unetkit.models.registry import register_model
 
@@ -121,7 +131,8 @@ class EfficientPairedAttention(nn.Module):
 class EPABlock(nn.Module):
     """UNETR++'s transformer block (Fig. 3): learned position table, ``x + gamma * EPA(LN(x))``
     (layer scale from 1e-6), then a residual conv block (3x3x3, batch norm) followed by
-    dropout (0.1) and a 1x1x1 conv, added back. ``dropout`` is the attention maps' dropout. Input and output (B, C, *grid)."""
+    dropout (0.1) and a 1x1x1 conv, added back. ``dropout`` is the attention maps' dropout.
+    Input and output (B, C, *grid)."""
 
     def __init__(self, grid: Shape, dim: int, proj_size: int, num_heads: int, dropout: float) -> None:
         super().__init__()
@@ -209,7 +220,7 @@ class UNETRPlusPlus(nn.Module):
             for i in range(4)])
         self.stages.apply(init_transformer_)
         self.encoder1 = UnetResBlock(3, in_channels, feature_size)
-        up = dict(proj_size=decoder_proj_size, num_heads=num_heads, depth=decoder_depth, dropout=dropout)
+        up = {"proj_size": decoder_proj_size, "num_heads": num_heads, "depth": decoder_depth, "dropout": dropout}
         self.decoder5 = UnetrPPUpBlock(dims[3], dims[2], (2, 2, 2), grids[2], **up)
         self.decoder4 = UnetrPPUpBlock(dims[2], dims[1], (2, 2, 2), grids[1], **up)
         self.decoder3 = UnetrPPUpBlock(dims[1], dims[0], (2, 2, 2), grids[0], **up)
@@ -369,7 +380,7 @@ class SkipAttentionBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor, x_up: torch.Tensor) -> torch.Tensor:
-        b, *size, c = x.shape
+        b, *size, _ = x.shape
         window = tuple(min(w, s) for w, s in zip(self.window, size))
         skip, x_up = _pad_channels_last(self.norm1(skip), window), _pad_channels_last(self.norm1(x_up), window)
         out = self.attn(window_partition(skip, window), window_partition(x_up, window), window)
