@@ -1,8 +1,9 @@
 """The second wave of 3D models (UNETR++, 3D UX-Net, nnFormer, TransBTS, SegMamba): parameter
 counts against the papers' printed figures (SegMamba's paper prints none: against the count of
-its official code, worked out layer by layer below), the fixed-size models' patch handling, and
-the pieces the generic tests cannot see (nnFormer's window rule, SegMamba's inter-slice order,
-deep-supervision scales).
+its official code, worked out layer by layer below), the decoder 3D UX-Net and SegMamba share
+against MONAI's blocks (which both reference codes use: same count, same outputs for the same
+weights), the fixed-size models' patch handling, and the pieces the generic tests cannot see
+(nnFormer's window rule, SegMamba's inter-slice order, deep-supervision scales).
 
 The generic tests in tests/test_models.py cover forward / backward / deep supervision /
 overfitting / state-dict round trips of each name with its tiny configuration.
@@ -15,6 +16,7 @@ import math
 import pytest
 import torch
 from paper_counts import assert_matches_paper
+from references import require_module
 
 from unetkit.models import (
     count_parameters,
@@ -209,3 +211,51 @@ def test_segmamba_scans_are_causal_forwards_and_see_the_future_backwards() -> No
         xi, z = tom.in_proj(x).chunk(2, dim=-1)
         torch.testing.assert_close(tom.branches[0](xi, z)[:, :5], tom.branches[0](xi[:, :5], z[:, :5]))
         assert not torch.allclose(tom(x, n_slices=3)[:, 0], tom(changed, n_slices=3)[:, 0])
+
+
+def _monai_unetr_decoder(cin: int, ncls: int, dims: list[int], hidden: int) -> torch.nn.Module:
+    """The decoder 3D UX-Net's and SegMamba's reference code build from MONAI's blocks
+    (``UnetrBasicBlock`` with ``res_block=True``, ``UnetrUpBlock``, ``UnetOutBlock``; instance norm)."""
+    blocks = require_module("monai.networks.blocks", "pip install -e '.[dev]' (MONAI is in the dev extra)")
+
+    def basic(a: int, b: int) -> torch.nn.Module:
+        return blocks.UnetrBasicBlock(3, a, b, kernel_size=3, stride=1, norm_name="instance", res_block=True)
+
+    def up(a: int, b: int) -> torch.nn.Module:
+        return blocks.UnetrUpBlock(3, a, b, kernel_size=3, upsample_kernel_size=2, norm_name="instance",
+                                   res_block=True)
+
+    return torch.nn.ModuleDict({
+        "encoder1": basic(cin, dims[0]), "encoder2": basic(dims[0], dims[1]), "encoder3": basic(dims[1], dims[2]),
+        "encoder4": basic(dims[2], dims[3]), "encoder5": basic(dims[3], hidden), "decoder5": up(hidden, dims[3]),
+        "decoder4": up(dims[3], dims[2]), "decoder3": up(dims[2], dims[1]), "decoder2": up(dims[1], dims[0]),
+        "decoder1": basic(dims[0], dims[0]), "out": blocks.UnetOutBlock(3, dims[0], ncls)})
+
+
+@pytest.mark.reference
+def test_shared_decoder_equals_monai_unetr_blocks() -> None:
+    """3D UX-Net's and SegMamba's decoder against MONAI's blocks, which both reference codes use:
+    the paper-width parameter count, and the same outputs for the same weights (keys renamed)."""
+    from unetkit.models.convnext_3d import UnetrStyleDecoder
+
+    with torch.device("meta"):
+        assert count_parameters(UnetrStyleDecoder(1, 14, [48, 96, 192, 384], 768)) == count_parameters(
+            _monai_unetr_decoder(1, 14, [48, 96, 192, 384], 768))
+    torch.manual_seed(0)
+    dims, hidden = [4, 8, 16, 32], 24
+    reference = _monai_unetr_decoder(2, 3, dims, hidden).eval()
+    ours = UnetrStyleDecoder(2, 3, dims, hidden).eval()
+    state = {}
+    for key, value in reference.state_dict().items():  # MONAI wraps each conv: NAME.conv.weight -> NAME.weight
+        key = key.replace(".layer.", ".").replace("out.conv.conv.", "out.").replace(".conv.weight", ".weight")
+        state[key] = value
+    ours.load_state_dict(state, strict=True)
+    x = torch.randn(1, 2, 32, 32, 32)
+    features = [torch.randn(1, d, *[32 // 2 ** (i + 1)] * 3) for i, d in enumerate(dims)]
+    with torch.no_grad():
+        enc = [reference["encoder2"](features[0]), reference["encoder3"](features[1]),
+               reference["encoder4"](features[2])]
+        dec = reference["decoder5"](reference["encoder5"](features[3]), enc[2])
+        dec = reference["decoder2"](reference["decoder3"](reference["decoder4"](dec, enc[1]), enc[0]),
+                                    reference["encoder1"](x))
+        torch.testing.assert_close(ours(x, features), reference["out"](reference["decoder1"](dec)))
