@@ -18,13 +18,7 @@ import torch
 from paper_counts import assert_matches_paper
 from references import require_module
 
-from unetkit.models import (
-    count_parameters,
-    create_model,
-    model_info,
-    model_patch,
-    patch_keyword,
-)
+from unetkit.models import count_parameters, create_model, model_info, model_patch, patch_keyword
 
 NAMES = ["unetr_pp", "uxnet_3d", "nnformer", "transbts", "segmamba"]
 

@@ -214,12 +214,28 @@ def _shift_mask(size: Sequence[int], window: Sequence[int], shift: Sequence[int]
     return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
 
 
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al., ECCV 2016): drops a residual branch per sample in training,
+    scaling the kept ones by 1 / (1 - p); the identity in evaluation or with p = 0."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
+
+
 class SwinBlock(nn.Module):
     """Swin Transformer block (Liu et al. 2021, Fig. 3b): ``x + (S)W-MSA(LN(x))``, then
-    ``x + MLP(LN(x))``; ``shift`` selects the shifted-window variant. Input and output (B, *S, C)."""
+    ``x + MLP(LN(x))``; ``shift`` selects the shifted-window variant, ``drop_path`` the
+    stochastic depth of both branches. Input and output (B, *S, C)."""
 
     def __init__(self, dim: int, num_heads: int, window: Sequence[int], shift: bool, mlp_ratio: float = 4.0,
-                 qkv_bias: bool = True) -> None:
+                 qkv_bias: bool = True, drop_path: float = 0.0) -> None:
         super().__init__()
         self.window = tuple(window)
         self.shift = shift
@@ -227,6 +243,7 @@ class SwinBlock(nn.Module):
         self.attn = WindowAttention(dim, num_heads, self.window, qkv_bias)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path)
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         b, *size, c = x.shape
@@ -253,8 +270,8 @@ class SwinBlock(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self._attend(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.drop_path(self._attend(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class PatchMerging(nn.Module):

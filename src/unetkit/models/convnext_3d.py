@@ -27,12 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unetkit.models.attention_blocks import (
-    UnetResBlock,
-    UnetrUpBlock,
-    crop_to,
-    pad_to_multiple,
-)
+from unetkit.models.attention_blocks import DropPath, UnetResBlock, UnetrUpBlock, crop_to, pad_to_multiple
 from unetkit.models.lightweight import ChannelLayerNorm
 from unetkit.models.registry import register_model
 
@@ -43,21 +38,6 @@ PLAN_NOTE = ("fixed design: the plan keywords n_stages, features_per_stage, kern
              "and ignored")
 #: The encoder halves the size four times (stem + three downsamplings): sides must be multiples of 16.
 ENCODER_DIVISOR = 16
-
-
-class DropPath(nn.Module):
-    """Stochastic depth (Huang et al., ECCV 2016): drops a residual branch per sample in training,
-    scaling the kept ones by 1 / (1 - p)."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1.0 - self.p)
-        return x * keep / (1.0 - self.p)
 
 
 class UXBlock(nn.Module):

@@ -34,13 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from unetkit.models.attention_blocks import PlainInstanceNorm
-from unetkit.models.convnext_3d import (
-    ENCODER_DIVISOR,
-    PLAN_NOTE,
-    FourStageUNet,
-    UnetrStyleDecoder,
-    check_four_stages,
-)
+from unetkit.models.convnext_3d import (ENCODER_DIVISOR, PLAN_NOTE, FourStageUNet, UnetrStyleDecoder,
+                                        check_four_stages)
 from unetkit.models.registry import register_model
 from unetkit.models.umamba import no_autocast, selective_scan
 

@@ -30,18 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unetkit.models.attention_blocks import (
-    Mlp,
-    SwinBlock,
-    UnetResBlock,
-    ViTBlock,
-    WindowAttention,
-    crop_to,
-    init_transformer_,
-    pad_to_multiple,
-    window_partition,
-    window_reverse,
-)
+from unetkit.models.attention_blocks import (DropPath, Mlp, SwinBlock, UnetResBlock, ViTBlock, WindowAttention,
+                                             crop_to, init_transformer_, pad_to_multiple, window_partition,
+                                             window_reverse)
 from unetkit.models.lightweight import ChannelLayerNorm
 from unetkit.models.registry import register_model
 
@@ -371,13 +362,15 @@ class SkipAttentionBlock(nn.Module):
     """The first block of each nnFormer decoder stage: ``x + SkipAttention(LN(skip), LN(x_up))``
     (one layer norm for both), then ``x + MLP(LN(x))``; ``x = x_up + skip``. Channels-last."""
 
-    def __init__(self, dim: int, num_heads: int, window: Sequence[int], mlp_ratio: float = 4.0) -> None:
+    def __init__(self, dim: int, num_heads: int, window: Sequence[int], mlp_ratio: float = 4.0,
+                 drop_path: float = 0.0) -> None:
         super().__init__()
         self.window = tuple(window)
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowSkipAttention(dim, num_heads, self.window)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor, x_up: torch.Tensor) -> torch.Tensor:
         b, *size, _ = x.shape
@@ -385,8 +378,15 @@ class SkipAttentionBlock(nn.Module):
         skip, x_up = _pad_channels_last(self.norm1(skip), window), _pad_channels_last(self.norm1(x_up), window)
         out = self.attn(window_partition(skip, window), window_partition(x_up, window), window)
         out = window_reverse(out, window, skip.shape[1:-1], b)[(slice(None), *[slice(0, s) for s in size])]
-        x = x + out
-        return x + self.mlp(self.norm2(x))
+        x = x + self.drop_path(out)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def _linear_rates(top: float, depths: Sequence[int]) -> list[list[float]]:
+    """Stochastic-depth rates rising linearly from 0 to ``top`` over all blocks, split per stage."""
+    n = sum(depths)
+    flat = [top * i / max(n - 1, 1) for i in range(n)]
+    return [flat[sum(depths[:i]):sum(depths[:i + 1])] for i in range(len(depths))]
 
 
 def nnformer_window(grid: Sequence[int], window: int) -> tuple[int, bool]:
@@ -400,12 +400,14 @@ class NNFormerDecoderStage(nn.Module):
     """Expanding (from twice the width), skip added, one :class:`SkipAttentionBlock`, then
     ``depth - 1`` shifted-window Swin blocks (unshifted where the window covers the grid)."""
 
-    def __init__(self, dim: int, grid: Shape, depth: int, num_heads: int, window: int) -> None:
+    def __init__(self, dim: int, grid: Shape, depth: int, num_heads: int, window: int,
+                 drop_path: Sequence[float]) -> None:
         super().__init__()
         w, may_shift = nnformer_window(grid, window)
         self.expand = ConvExpanding(2 * dim)
-        self.skip_block = SkipAttentionBlock(dim, num_heads, (w,) * 3)
-        self.blocks = nn.ModuleList([SwinBlock(dim, num_heads, (w,) * 3, may_shift) for _ in range(depth - 1)])
+        self.skip_block = SkipAttentionBlock(dim, num_heads, (w,) * 3, drop_path=drop_path[0])
+        self.blocks = nn.ModuleList([SwinBlock(dim, num_heads, (w,) * 3, may_shift, drop_path=drop_path[j])
+                                     for j in range(1, depth)])
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x_up = self.expand(x)
@@ -421,10 +423,13 @@ class NNFormer(nn.Module):
     up-sampled features to the skip, and a transposed-conv head per decoder stage (deep
     supervision: full resolution, 1/2, 1/4).
 
+    Stochastic depth as the reference: rising linearly to ``drop_path_rate`` over the encoder's
+    blocks, and separately over the decoder's (deepest stage first).
+
     Differences from the reference code: the relative position index is Swin's (the reference
     multiplies its axes by 3w-1 and 2w-1, which indexes the same (2w-1)^3 table with collisions);
-    no stochastic depth (the reference: 0.2, linear); all three heads are always built (the
-    reference builds one without deep supervision), so the weights load either way.
+    all three heads are always built (the reference builds one without deep supervision), so the
+    weights load either way.
 
     Example:
         >>> net = NNFormer(1, 14, (64, 128, 128))
@@ -435,7 +440,7 @@ class NNFormer(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, img_size: Sequence[int], embedding_dim: int = 192,
                  depths: Sequence[int] = (2, 2, 2, 2), num_heads: Sequence[int] = (6, 12, 24, 48),
                  embed_patch: Sequence[int] = (2, 4, 4), window_size: Sequence[int] = (4, 4, 8, 4),
-                 deep_supervision: bool = True) -> None:
+                 drop_path_rate: float = 0.2, deep_supervision: bool = True) -> None:
         super().__init__()
         patch = tuple(int(p) for p in embed_patch)
         if len(patch) != 3 or len(depths) != 4 or len(num_heads) != 4 or len(window_size) != 4:
@@ -445,15 +450,17 @@ class NNFormer(nn.Module):
         dims = [embedding_dim * 2 ** i for i in range(4)]
         grids = [_grid(self.img_size, [p * 2 ** i for p in patch]) for i in range(4)]
         self.patch_embed = NNFormerPatchEmbed(in_channels, embedding_dim, patch)
+        rates = _linear_rates(drop_path_rate, depths)
         self.stages = nn.ModuleList()
         for i in range(4):
             w, may_shift = nnformer_window(grids[i], window_size[i])
-            self.stages.append(nn.ModuleList([SwinBlock(dims[i], num_heads[i], (w,) * 3, may_shift and j % 2 == 1)
-                                              for j in range(depths[i])]))
+            self.stages.append(nn.ModuleList([SwinBlock(dims[i], num_heads[i], (w,) * 3, may_shift and j % 2 == 1,
+                                                        drop_path=rates[i][j]) for j in range(depths[i])]))
         self.merges = nn.ModuleList([ConvMerging(dims[i]) for i in range(3)])
         self.norms = nn.ModuleList([nn.LayerNorm(d) for d in dims])
-        self.decoder = nn.ModuleList([NNFormerDecoderStage(dims[i], grids[i], depths[i], num_heads[i], window_size[i])
-                                      for i in range(3)])
+        decoder_rates = _linear_rates(drop_path_rate, depths[2::-1])[::-1]  # the deepest stage drops least
+        self.decoder = nn.ModuleList([NNFormerDecoderStage(dims[i], grids[i], depths[i], num_heads[i], window_size[i],
+                                                           decoder_rates[i]) for i in range(3)])
         self.heads = nn.ModuleList([nn.ConvTranspose3d(dims[i], num_classes, patch, patch) for i in range(3)])
         self.deep_supervision = deep_supervision
         self.apply(init_transformer_)
@@ -480,12 +487,12 @@ class NNFormer(nn.Module):
 def nnformer_defaults(spatial_dims: int) -> dict[str, Any]:
     """The Synapse configuration of the paper: crop 64x128x128, embedding 192, patch 2x4x4."""
     return {"img_size": [64, 128, 128], "embedding_dim": 192, "depths": [2, 2, 2, 2], "num_heads": [6, 12, 24, 48],
-            "embed_patch": [2, 4, 4], "window_size": [4, 4, 8, 4]}
+            "embed_patch": [2, 4, 4], "window_size": [4, 4, 8, 4], "drop_path_rate": 0.2}
 
 
 @register_model(family="transformer", paper=NNFORMER_PAPER, spatial_dims=(3,), defaults=nnformer_defaults,
                 tiny_kwargs={"img_size": None, "embedding_dim": 8, "depths": [2, 1, 1, 1], "num_heads": [1, 2, 2, 4],
-                             "embed_patch": [2, 2, 2], "window_size": [4, 4, 4, 2]},
+                             "embed_patch": [2, 2, 2], "window_size": [4, 4, 4, 2], "drop_path_rate": 0.0},
                 extra={"tags": ["transformer", "attention"], "divisible_by": 32, "patch_kwarg": "img_size",
                        "paper_params": 150.5e6, "paper_gflops": 213.4, "paper_patch": [64, 128, 128],
                        "paper_setup": "Synapse: 1 in, 14 classes (three deep-supervision heads), crop 64x128x128, "
@@ -494,8 +501,8 @@ def nnformer_defaults(spatial_dims: int) -> dict[str, Any]:
 def nnformer(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = True, *,
              img_size: Sequence[int] | None = None, embedding_dim: int = 192, depths: Sequence[int] = (2, 2, 2, 2),
              num_heads: Sequence[int] = (6, 12, 24, 48), embed_patch: Sequence[int] = (2, 4, 4),
-             window_size: Sequence[int] = (4, 4, 8, 4), n_stages: Any = None, features_per_stage: Any = None,
-             kernel_sizes: Any = None, strides: Any = None) -> NNFormer:
+             window_size: Sequence[int] = (4, 4, 8, 4), drop_path_rate: float = 0.2, n_stages: Any = None,
+             features_per_stage: Any = None, kernel_sizes: Any = None, strides: Any = None) -> NNFormer:
     """nnFormer (interleaved convolution and window self-attention), the paper's Synapse
     configuration by default; ``img_size`` is the patch its windows are sized for. Plan topology
     keywords are ignored."""
@@ -503,7 +510,7 @@ def nnformer(spatial_dims: int, in_channels: int, num_classes: int, deep_supervi
     if img_size is None:
         img_size = nnformer_defaults(3)["img_size"]
     return NNFormer(in_channels, num_classes, img_size, embedding_dim, tuple(depths), tuple(num_heads),
-                    tuple(embed_patch), tuple(window_size), deep_supervision)
+                    tuple(embed_patch), tuple(window_size), drop_path_rate, deep_supervision)
 
 
 # ------------------------------------------------------------------------------------ TransBTS
