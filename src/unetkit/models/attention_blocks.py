@@ -183,7 +183,14 @@ class WindowAttention(nn.Module):
         bw, n, c = x.shape
         h = self.num_heads
         q, k, v = self.qkv(x).view(bw, n, 3, h, c // h).permute(2, 0, 3, 1, 4)
-        bias = self.relative_position_bias_table[self.relative_index(window, x.device).view(-1)]
+        return self.attend(q, k, v, window, mask)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: Sequence[int],
+               mask: torch.Tensor | None) -> torch.Tensor:
+        """Softmax attention of per-head (B * n_windows, h, N, d) queries, keys and values with
+        the relative position bias (and the shifted-window mask), then the output projection."""
+        bw, h, n, d = q.shape
+        bias = self.relative_position_bias_table[self.relative_index(window, q.device).view(-1)]
         bias = bias.view(n, n, h).permute(2, 0, 1)  # (h, N, N)
         if mask is not None:
             nw = mask.shape[0]
@@ -191,7 +198,7 @@ class WindowAttention(nn.Module):
         else:
             bias = bias[None].expand(bw, h, n, n)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
-        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+        return self.proj(out.transpose(1, 2).reshape(bw, n, h * d))
 
 
 def _shift_mask(size: Sequence[int], window: Sequence[int], shift: Sequence[int], device: torch.device) -> torch.Tensor:
@@ -207,12 +214,28 @@ def _shift_mask(size: Sequence[int], window: Sequence[int], shift: Sequence[int]
     return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
 
 
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al., ECCV 2016): drops a residual branch per sample in training,
+    scaling the kept ones by 1 / (1 - p); the identity in evaluation or with p = 0."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
+
+
 class SwinBlock(nn.Module):
     """Swin Transformer block (Liu et al. 2021, Fig. 3b): ``x + (S)W-MSA(LN(x))``, then
-    ``x + MLP(LN(x))``; ``shift`` selects the shifted-window variant. Input and output (B, *S, C)."""
+    ``x + MLP(LN(x))``; ``shift`` selects the shifted-window variant, ``drop_path`` the
+    stochastic depth of both branches. Input and output (B, *S, C)."""
 
     def __init__(self, dim: int, num_heads: int, window: Sequence[int], shift: bool, mlp_ratio: float = 4.0,
-                 qkv_bias: bool = True) -> None:
+                 qkv_bias: bool = True, drop_path: float = 0.0) -> None:
         super().__init__()
         self.window = tuple(window)
         self.shift = shift
@@ -220,6 +243,7 @@ class SwinBlock(nn.Module):
         self.attn = WindowAttention(dim, num_heads, self.window, qkv_bias)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path)
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         b, *size, c = x.shape
@@ -246,8 +270,8 @@ class SwinBlock(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self._attend(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.drop_path(self._attend(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class PatchMerging(nn.Module):
@@ -313,23 +337,34 @@ class PlainInstanceNorm(nn.Module):
         return F.group_norm(x, x.shape[1], eps=self.eps)
 
 
+def _unet_block_norm(kind: str, spatial_dims: int, channels: int) -> nn.Module:
+    """MONAI's ``norm_name``: "instance" (no affine) or "batch" (affine, running statistics)."""
+    if kind == "instance":
+        return PlainInstanceNorm()
+    if kind == "batch":
+        return (nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d)(channels)
+    raise ValueError(f"norm must be 'instance' or 'batch', got {kind!r}")
+
+
 class UnetResBlock(nn.Module):
     """Residual block of UNETR / SwinUNETR (MONAI ``UnetResBlock``): conv-norm-lrelu,
     conv-norm, plus a 1x1 conv-norm projection when width or stride change, then leaky ReLU.
-    Convolutions without bias, instance norm without affine."""
+    Convolutions without bias; instance norm without affine, or batch norm (``norm="batch"``,
+    as UNETR++'s transformer blocks use it)."""
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, kernel_size: int = 3,
-                 stride: int = 1) -> None:
+                 stride: int = 1, norm: str = "instance") -> None:
         super().__init__()
         conv = conv_class(spatial_dims)
         self.conv1 = conv(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False)
         self.conv2 = conv(out_channels, out_channels, kernel_size, 1, kernel_size // 2, bias=False)
-        self.norm1, self.norm2 = PlainInstanceNorm(), PlainInstanceNorm()
+        self.norm1 = _unet_block_norm(norm, spatial_dims, out_channels)
+        self.norm2 = _unet_block_norm(norm, spatial_dims, out_channels)
         self.act = nn.LeakyReLU(0.01, inplace=True)
         self.project = in_channels != out_channels or stride != 1
         if self.project:
             self.conv3 = conv(in_channels, out_channels, 1, stride, bias=False)
-            self.norm3 = PlainInstanceNorm()
+            self.norm3 = _unet_block_norm(norm, spatial_dims, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.norm2(self.conv2(self.act(self.norm1(self.conv1(x)))))

@@ -46,6 +46,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "unetkit.models.vmamba", "unetkit.models.rwkv_unet",
     "unetkit.models.segresnet", "unetkit.models.vnet", "unetkit.models.highresnet",
     "unetkit.models.quicknat",
+    "unetkit.models.transformer_3d", "unetkit.models.convnext_3d", "unetkit.models.segmamba",
 )
 
 #: What a registered builder is called with: (spatial_dims, in_channels, num_classes,
