@@ -33,10 +33,10 @@ PLAN_NOTE = ("fixed design: the plan keywords n_stages, features_per_stage, kern
 
 
 class ConvBNReLU(nn.Sequential):
-    """3x3 convolution (with bias) -> batch norm -> ReLU (the reference U-Nets' basic unit)."""
+    """k x k convolution (3x3, with bias, by default) -> batch norm -> ReLU (the reference U-Nets' unit)."""
 
-    def __init__(self, cin: int, cout: int, kernel_size: int = 3) -> None:
-        super().__init__(nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2), nn.BatchNorm2d(cout),
+    def __init__(self, cin: int, cout: int, kernel_size: int = 3, bias: bool = True) -> None:
+        super().__init__(nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2, bias=bias), nn.BatchNorm2d(cout),
                          nn.ReLU(inplace=True))
 
 
