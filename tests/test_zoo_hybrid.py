@@ -1,4 +1,4 @@
-"""Hybrid CNN-transformer models of the zoo (UCTransNet, PVT-CASCADE, EMCAD): parameter counts against
+"""Hybrid CNN-transformer models of the zoo (UCTransNet, PVT-CASCADE, EMCAD, HiFormer): parameter counts against
 the papers' figures, and what the generic tests over ``list_models()`` cannot see (position tables sized
 by the training patch, deep-supervision resolutions of the PVT decoders, odd patches, plan keywords).
 
@@ -16,7 +16,7 @@ import torch
 from paper_counts import assert_matches_paper
 from unetkit.models import count_parameters, create_model, model_info
 
-HYBRID = ("uctransnet", "pvt_cascade", "emcad")
+HYBRID = ("uctransnet", "pvt_cascade", "emcad", "hiformer")
 PVT_B0 = {"embed_dims": [32, 64, 160, 256], "depths": [2, 2, 2, 2]}
 
 
@@ -43,6 +43,8 @@ PAPER_COUNTS = [
      "Rahman et al. CVPR 2024 Table 1, PVT-EMCAD-B2, Synapse (1 in, 9 classes); +0.05% (+12.6k): not "
      "located (with 1 class the count, 26,764,443, rounds to the figure; which head width was counted is not stated)"),
     ("emcad", 1, 9, PVT_B0, count_parameters, "3.92M", 0.0, "Rahman et al. CVPR 2024 Table 1, PVT-EMCAD-B0"),
+    ("hiformer", 3, 9, {}, count_parameters, "25.51M", 0.0,
+     "Heidari et al. WACV 2023 Table 1, HiFormer-B, Synapse (3 in, 9 classes, 224x224)"),
 ]
 
 
@@ -58,6 +60,7 @@ def test_parameter_count_snapshots() -> None:
     assert count_parameters(_meta("pvt_cascade", 1, 9)) == 35_281_019
     assert count_parameters(_meta("emcad", 1, 9)) == 26_772_635
     assert count_parameters(_meta("emcad", 1, 9, **PVT_B0)) == 3_920_923
+    assert count_parameters(_meta("hiformer", 3, 9)) == 25_512_115
 
 
 @pytest.mark.parametrize("name", HYBRID)
@@ -116,3 +119,15 @@ def test_fixed_designs_accept_plan_topology_keywords(name: str) -> None:
     b = _meta(name, 1, 2, n_stages=4, features_per_stage=[8, 16, 32, 64], kernel_sizes=[[3, 3]] * 4,
               strides=[[1, 1]] + [[2, 2]] * 3)
     assert count_parameters(a) == count_parameters(b)
+
+
+def test_hiformer_position_tables_follow_the_training_patch() -> None:
+    """img_size 48x64 gives 12x16 tokens at 1/4 and 3x4 at 1/16, each with a class token; another input
+    size is refused."""
+    torch.manual_seed(0)
+    model = create_model("hiformer", 2, 1, 2, **{**model_info("hiformer").tiny_kwargs, "img_size": [48, 64]}).eval()
+    assert [p.shape[1] for p in model.encoder.pos_embed] == [1 + 12 * 16, 1 + 3 * 4]
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 40, 60)).shape == (1, 2, 40, 60)
+        with pytest.raises(ValueError, match="tokens"):
+            model(torch.randn(1, 1, 64, 64))

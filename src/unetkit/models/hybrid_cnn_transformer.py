@@ -11,6 +11,17 @@
   Cross Attention (CCA) before concatenation. Reference code: McGregorWwww/UCTransNet
   ``nets/UCTransNet.py``, ``nets/CTrans.py`` and ``Config.py`` (``get_CTranS_config``: KV 960,
   4 heads, 4 layers, expand ratio 4, embedding dropout 0.1, attention dropout 0.1).
+- ``hiformer``: Heidari, Kazerouni, Soltany, Azad, Aghdam, Cohen-Adad, Merhof, "HiFormer: Hierarchical
+  Multi-scale Representations Using Transformers for Medical Image Segmentation", WACV 2023
+  (arXiv:2207.08518), Fig. 1-2 and Table 1 (HiFormer-B: 25.51M parameters; Synapse, 224x224, 9 classes).
+  CNN-transformer encoder: ResNet-50 stem and stages 1-3 (1/4, 1/8, 1/16) and three Swin-T stages (depths
+  2, 2, 6, heads 3, 6, 12, window 7) whose tokens are the 1x1-projected CNN maps plus the previous Swin
+  level merged; the Double-Level Fusion module (DLF: CrossViT's multi-scale block, Chen et al., ICCV 2021)
+  exchanges the class tokens of the 1/4 (96-d) and 1/16 (384-d) token sets by cross attention; the decoder
+  sums both levels brought to 1/4 by 3x3 conv + GroupNorm + ReLU (+ bilinear x2) towers, then 1x1 conv to 16,
+  ReLU, bilinear x4 and a 3x3 head. HiFormer-B: DLF depth (1, 2, 0), heads (6, 12), MLP ratios (2, 2, 1).
+  Reference code: amirhossein-kz/HiFormer ``models/HiFormer.py``, ``models/Encoder.py``, ``models/Decoder.py``
+  and U-Bench's ``configs.py`` (``get_hiformer_b_configs``).
 
 Reference code was read through the code search; all code here is our own.
 """
@@ -25,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unetkit.models.attention_blocks import crop_to, pad_to_multiple
+from unetkit.models.attention_blocks import (PatchMerging, SwinStage, ViTBlock, crop_to, init_transformer_,
+                                             pad_to_multiple)
 from unetkit.models.registry import register_model
 
 PLAN_NOTE = ("fixed design: the plan keywords n_stages, features_per_stage, kernel_sizes, strides are accepted "
@@ -216,3 +228,207 @@ def uctransnet(spatial_dims: int, in_channels: int, num_classes: int, deep_super
     """
     return UCTransNet(in_channels, num_classes, tuple(img_size), base_channels, tuple(patch_sizes), num_layers,
                       num_heads, expand_ratio, embed_dropout, attn_dropout)
+
+
+# ============================================================================================ HiFormer
+class ResNetBottleneck(nn.Module):
+    """torchvision's ResNet v1.5 bottleneck: 1x1, 3x3 (carrying the stride), 1x1 (x4 width), batch norms,
+    bias-free convolutions, a 1x1 strided projection shortcut where the shape changes."""
+
+    def __init__(self, cin: int, width: int, stride: int) -> None:
+        super().__init__()
+        cout = 4 * width
+        self.body = nn.Sequential(ConvBNReLU(cin, width, 1, bias=False), nn.Conv2d(width, width, 3, stride, 1, bias=False),
+                                  nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.Conv2d(width, cout, 1, bias=False),
+                                  nn.BatchNorm2d(cout))
+        self.shortcut = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+def resnet_stage(cin: int, width: int, blocks: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(*[ResNetBottleneck(cin if i == 0 else 4 * width, width, stride if i == 0 else 1)
+                           for i in range(blocks)])
+
+
+class CrossAttentionBlock(nn.Module):
+    """CrossViT cross attention (Chen et al., ICCV 2021, Eq. 7-8): the class token (first token) queries all
+    tokens of the other branch; returns only the updated class token ``cls + CA(LN(x))``."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = nn.LayerNorm(dim)
+        self.wq, self.wk, self.wv = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        h = self.num_heads
+        y = self.norm(x)
+        q = self.wq(y[:, :1]).view(b, 1, h, c // h).transpose(1, 2)
+        k = self.wk(y).view(b, n, h, c // h).transpose(1, 2)
+        v = self.wv(y).view(b, n, h, c // h).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, 1, c)
+        return x[:, :1] + self.proj(out)
+
+
+def _projection(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.LayerNorm(cin), nn.GELU(), nn.Linear(cin, cout))
+
+
+class DoubleLevelFusion(nn.Module):
+    """One DLF (CrossViT multi-scale) block over two token sets (class token first): ViT blocks per branch;
+    each branch's class token, projected to the other branch's width, cross-attends the other branch's
+    patch tokens, and is projected back."""
+
+    def __init__(self, dims: Sequence[int], depths: Sequence[int], num_heads: Sequence[int],
+                 mlp_ratios: Sequence[float]) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList([nn.Sequential(*[ViTBlock(d, h, int(d * r)) for _ in range(n)])
+                                       for d, n, h, r in zip(dims, depths, num_heads, mlp_ratios)])
+        other = [1, 0]
+        self.projs = nn.ModuleList([_projection(dims[i], dims[other[i]]) for i in range(2)])
+        self.fusion = nn.ModuleList([CrossAttentionBlock(dims[other[i]], num_heads[other[i]]) for i in range(2)])
+        self.revert = nn.ModuleList([_projection(dims[other[i]], dims[i]) for i in range(2)])
+
+    def forward(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        xs = [branch(x) for branch, x in zip(self.branches, xs)]
+        out = []
+        for i, j in ((0, 1), (1, 0)):
+            cls = self.fusion[i](torch.cat((self.projs[i](xs[i][:, :1]), xs[j][:, 1:]), dim=1))
+            out.append(torch.cat((self.revert[i](cls), xs[i][:, 1:]), dim=1))
+        return out
+
+
+class HiFormerEncoder(nn.Module):
+    """ResNet-50 (stem, stages 1-3) and Swin stages interleaved (HiFormer Fig. 2), then the DLF blocks with
+    one learned position table per level (class token included), sized for ``img_size``."""
+
+    def __init__(self, in_channels: int, img_size: Sequence[int], cnn_blocks: Sequence[int], swin_dim: int,
+                 swin_depths: Sequence[int], swin_heads: Sequence[int], window_size: int, dlf_depths: Sequence[int],
+                 dlf_heads: Sequence[int], dlf_mlp_ratios: Sequence[float]) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
+                                  nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        widths = [64, 128, 256]
+        self.cnn = nn.ModuleList([resnet_stage(64 if i == 0 else 4 * widths[i - 1], w, n, 1 if i == 0 else 2)
+                                  for i, (w, n) in enumerate(zip(widths, cnn_blocks))])
+        dims = [swin_dim * 2 ** i for i in range(3)]
+        self.to_tokens = nn.ModuleList([nn.Conv2d(4 * w, d, 1) for w, d in zip(widths, dims)])
+        self.swin = nn.ModuleList([SwinStage(d, n, h, (window_size, window_size)) for d, n, h in zip(dims, swin_depths, swin_heads)])
+        self.merges = nn.ModuleList([PatchMerging(d, 2) for d in dims[:2]])
+        self.level_norms = nn.ModuleList([nn.LayerNorm(dims[0]), nn.LayerNorm(dims[2])])
+        self.grids = [tuple(s // 4 for s in img_size), tuple(s // 16 for s in img_size)]
+        self.dlf_dims = (dims[0], dims[2])
+        self.pos_embed = nn.ParameterList([nn.Parameter(torch.zeros(1, 1 + g[0] * g[1], d))
+                                           for g, d in zip(self.grids, self.dlf_dims)])
+        self.dlf = nn.ModuleList([DoubleLevelFusion(self.dlf_dims, dlf_depths, dlf_heads, dlf_mlp_ratios)])
+        self.norms = nn.ModuleList([nn.LayerNorm(d) for d in self.dlf_dims])
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The two token sets (B, 1 + H*W, C) at 1/4 and 1/16, each led by its average-pooled class token."""
+        fm = self.cnn[0](self.stem(x))
+        t = self.to_tokens[0](fm).permute(0, 2, 3, 1)
+        level1 = t + self.swin[0](t)
+        cls1 = self.level_norms[0](level1).mean((1, 2))
+        t = self.swin[1](self.merges[0](level1))
+        fm = self.cnn[1](fm)
+        t = self.swin[2](self.merges[1](self.to_tokens[1](fm).permute(0, 2, 3, 1) + t))
+        level3 = self.to_tokens[2](self.cnn[2](fm)).permute(0, 2, 3, 1) + t
+        cls3 = self.level_norms[1](level3).mean((1, 2))
+        return [torch.cat((cls[:, None], level.flatten(1, 2)), dim=1) for cls, level in ((cls1, level1), (cls3, level3))]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        xs = self.pyramid(x)
+        for t, grid in zip(xs, self.grids):
+            if t.shape[1] != 1 + grid[0] * grid[1]:
+                raise ValueError(f"HiFormer was built for img_size giving {grid} tokens at its level, got "
+                                 f"{t.shape[1] - 1} tokens; rebuild it with img_size set to the input size")
+        xs = [t + pos for t, pos in zip(xs, self.pos_embed)]
+        for block in self.dlf:
+            xs = block(xs)
+        return [norm(t) for norm, t in zip(self.norms, xs)]
+
+
+def conv_gn_relu(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(32, cout), nn.ReLU()]
+
+
+class HiFormer(nn.Module):
+    """HiFormer encoder, decoder summing both levels at 1/4, 1x1 conv to 16 + ReLU, bilinear x4, 3x3 head.
+
+    Example:
+        >>> HiFormer(3, 9)(torch.zeros(1, 3, 224, 224)).shape
+        torch.Size([1, 9, 224, 224])
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, img_size: Sequence[int] = (224, 224),
+                 cnn_blocks: Sequence[int] = (3, 4, 6), swin_dim: int = 96, swin_depths: Sequence[int] = (2, 2, 6),
+                 swin_heads: Sequence[int] = (3, 6, 12), window_size: int = 7, dlf_depths: Sequence[int] = (1, 2),
+                 dlf_heads: Sequence[int] = (6, 12), dlf_mlp_ratios: Sequence[float] = (2.0, 2.0),
+                 decoder_channels: int = 128) -> None:
+        super().__init__()
+        self.divisible_by = 16
+        self.img_size = tuple(img_size)
+        self.encoder = HiFormerEncoder(in_channels, img_size, cnn_blocks, swin_dim, swin_depths, swin_heads, window_size,
+                                       dlf_depths, dlf_heads, dlf_mlp_ratios)
+        small, large = self.encoder.dlf_dims
+        up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        self.up_large = nn.Sequential(*conv_gn_relu(large, decoder_channels), up,
+                                      *conv_gn_relu(decoder_channels, decoder_channels), up)
+        self.up_small = nn.Sequential(*conv_gn_relu(small, decoder_channels))
+        self.pred = nn.Sequential(nn.Conv2d(decoder_channels, 16, 1), nn.ReLU(inplace=True))
+        self.head = nn.Conv2d(16, num_classes, 3, padding=1)
+        self.deep_supervision = False
+        self.apply(init_transformer_)
+        for pos in self.encoder.pos_embed:
+            nn.init.trunc_normal_(pos, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, size = pad_to_multiple(x, self.divisible_by)
+        small, large = self.encoder(x)
+        b = x.shape[0]
+        small = small[:, 1:].transpose(1, 2).reshape(b, -1, x.shape[2] // 4, x.shape[3] // 4)
+        large = large[:, 1:].transpose(1, 2).reshape(b, -1, x.shape[2] // 16, x.shape[3] // 16)
+        y = self.pred(self.up_small(small) + self.up_large(large))
+        y = F.interpolate(y, scale_factor=4, mode="bilinear", align_corners=False)
+        return crop_to(self.head(y), size)
+
+
+def hiformer_defaults(spatial_dims: int) -> dict[str, Any]:
+    """HiFormer-B (the paper's main configuration) at 224x224."""
+    return {"img_size": [224, 224], "cnn_blocks": [3, 4, 6], "swin_dim": 96, "swin_depths": [2, 2, 6],
+            "swin_heads": [3, 6, 12], "window_size": 7, "dlf_depths": [1, 2], "dlf_heads": [6, 12],
+            "dlf_mlp_ratios": [2.0, 2.0], "decoder_channels": 128}
+
+
+@register_model(family="hybrid", spatial_dims=(2,), deep_supervision=False, defaults=hiformer_defaults,
+                paper="Heidari et al., HiFormer: Hierarchical Multi-scale Representations Using Transformers for "
+                      "Medical Image Segmentation, WACV 2023, arXiv:2207.08518 (Fig. 1-2; Table 1: HiFormer-B 25.51M "
+                      "parameters)",
+                tiny_kwargs={"deep_supervision": False, "cnn_blocks": [1, 1, 1], "swin_dim": 32, "swin_depths": [2, 1, 1],
+                             "swin_heads": [1, 2, 2], "window_size": 4, "dlf_depths": [1, 1], "dlf_heads": [1, 2],
+                             "dlf_mlp_ratios": [1.0, 1.0], "decoder_channels": 32},
+                extra={"tags": ["hybrid", "transformer", "cnn", "multiscale", "pretrainable-encoder"],
+                       "paper_params": 25.51e6,
+                       "paper_setup": "HiFormer-B, 2D, 3 in, 9 classes (Synapse), 224x224: ResNet-50 + Swin-T, DLF "
+                                      "depth (1, 2, 0), heads (6, 12), MLP ratios (2, 2)",
+                       "divisible_by": 16, "pads_input": True, "patch_kwarg": "img_size", "output_stride": 4,
+                       "kwargs_note": PLAN_NOTE + "; random initialization (the paper starts from ImageNet ResNet-50 "
+                                                  "and Swin-T weights)"})
+def hiformer(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
+             img_size: Sequence[int] = (224, 224), cnn_blocks: Sequence[int] = (3, 4, 6), swin_dim: int = 96,
+             swin_depths: Sequence[int] = (2, 2, 6), swin_heads: Sequence[int] = (3, 6, 12), window_size: int = 7,
+             dlf_depths: Sequence[int] = (1, 2), dlf_heads: Sequence[int] = (6, 12),
+             dlf_mlp_ratios: Sequence[float] = (2.0, 2.0), decoder_channels: int = 128, n_stages: Any = None,
+             features_per_stage: Any = None, kernel_sizes: Any = None, strides: Any = None) -> HiFormer:
+    """HiFormer-B: ResNet-50 + Swin encoder, double-level fusion of 1/4 and 1/16 tokens (2D, no deep supervision).
+
+    ``img_size`` sizes the two position tables (the trainer passes the training patch rounded up to 16).
+    """
+    return HiFormer(in_channels, num_classes, tuple(img_size), tuple(cnn_blocks), swin_dim, tuple(swin_depths),
+                    tuple(swin_heads), window_size, tuple(dlf_depths), tuple(dlf_heads), tuple(dlf_mlp_ratios),
+                    decoder_channels)
