@@ -25,6 +25,16 @@ papers start from ImageNet weights, which cannot be downloaded here).
   depth-wise 3x3 + BN + ReLU, 1x1), large-kernel grouped attention gates (3x3 grouped convolutions) and
   additive skip aggregation; the finest head (1/4, upsampled) is the prediction. Reference code:
   SLDGroup/EMCAD ``lib/networks.py`` (``EMCADNet``) and ``lib/decoders.py`` (``EMCAD``).
+- ``fcbformer``: Sanderson & Matuszewski, "FCN-Transformer Feature Fusion for Polyp Segmentation", MIUA 2022
+  (arXiv:2208.08352), Fig. 1-3: a transformer branch (PVT v2-B3: depths 3, 4, 18, 3) whose four levels pass
+  two residual blocks each to 64 channels (local emphasis), are brought to 1/4 and fused from the deepest up
+  (stepwise feature aggregation: concatenation + two residual blocks), a fully convolutional branch (a U-Net
+  of residual blocks -- GroupNorm 32, SiLU, 3x3 conv, twice, plus a skip -- with 6 levels of widths
+  32 x (1, 1, 2, 2, 4, 4), 2 blocks per level, strided 3x3 downsampling, nearest x2 + 3x3 upsampling and a
+  skip into every decoder block) at full resolution, and a prediction head (two residual blocks on the
+  concatenation of the upsampled transformer output and the FCB output, 1x1 conv). The paper prints no
+  parameter count; the count is checked against the layout of the reference code (ESandML/FCBFormer
+  ``Models/models.py``, read in U-Bench's copy ``models/Hybrid/FCBFormer/FCBFormer.py``). No deep supervision.
 
 Deep supervision (unetkit contract: full resolution first, then each coarser level at its own
 resolution; the papers upsample every head to full resolution before the loss): PVT-CASCADE returns the
@@ -50,6 +60,7 @@ from unetkit.models.registry import register_model
 PVT_V2_B2 = {"embed_dims": [64, 128, 320, 512], "depths": [3, 4, 6, 3], "num_heads": [1, 2, 5, 8],
              "sr_ratios": [8, 4, 2, 1], "mlp_ratios": [8, 8, 4, 4]}
 PVT_V2_B0 = {**PVT_V2_B2, "embed_dims": [32, 64, 160, 256], "depths": [2, 2, 2, 2]}
+PVT_V2_B3 = {**PVT_V2_B2, "depths": [3, 4, 18, 3]}
 PVT_TINY = {"embed_dims": [8, 16, 16, 32], "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "sr_ratios": [4, 2, 2, 1],
             "mlp_ratios": [2, 2, 2, 2]}
 PVT_DIVISOR = 32  # overall stride of the encoder
@@ -465,3 +476,129 @@ def emcad(spatial_dims: int, in_channels: int, num_classes: int, deep_supervisio
     encoder = _encoder_kwargs(embed_dims, depths, num_heads, sr_ratios, mlp_ratios)
     return EMCADNet(in_channels, num_classes, encoder, tuple(msdc_kernels), expansion, lgag_kernel, drop_path_rate,
                     deep_supervision)
+
+
+# ============================================================================================ FCBFormer
+class ResidualBlock(nn.Module):
+    """FCBFormer's RB: [GroupNorm(32) -> SiLU -> 3x3 conv] twice, plus the input (1x1 conv where widths differ)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.GroupNorm(32, cin), nn.SiLU(), nn.Conv2d(cin, cout, 3, padding=1),
+                                  nn.GroupNorm(32, cout), nn.SiLU(), nn.Conv2d(cout, cout, 3, padding=1))
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.skip(x)
+
+
+class FullyConvolutionalBranch(nn.Module):
+    """FCB (FCBFormer Fig. 3): 3x3 input conv; per level ``blocks`` residual blocks and a strided 3x3 conv
+    (not after the last level); two middle blocks; per level ``blocks + 1`` decoder blocks, each on the
+    concatenation with the matching encoder output (last in, first out), and nearest x2 + 3x3 conv after
+    each level but the last. Full resolution in and out."""
+
+    def __init__(self, in_channels: int, channels: int, mults: Sequence[int], blocks: int) -> None:
+        super().__init__()
+        self.encoder = nn.ModuleList([nn.Conv2d(in_channels, channels, 3, padding=1)])
+        skips, ch = [channels], channels
+        for level, mult in enumerate(mults):
+            for _ in range(blocks):
+                self.encoder.append(ResidualBlock(ch, mult * channels))
+                ch = mult * channels
+                skips.append(ch)
+            if level < len(mults) - 1:
+                self.encoder.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
+                skips.append(ch)
+        self.middle = nn.Sequential(ResidualBlock(ch, ch), ResidualBlock(ch, ch))
+        self.decoder = nn.ModuleList()
+        for level, mult in enumerate(reversed(mults)):
+            for block in range(blocks + 1):
+                layers: list[nn.Module] = [ResidualBlock(ch + skips.pop(), mult * channels)]
+                ch = mult * channels
+                if level < len(mults) - 1 and block == blocks:
+                    layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)]
+                self.decoder.append(nn.Sequential(*layers))
+        self.out_channels = ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for layer in self.encoder:
+            x = layer(x)
+            skips.append(x)
+        x = self.middle(x)
+        for layer in self.decoder:
+            x = layer(torch.cat((x, skips.pop()), dim=1))
+        return x
+
+
+class TransformerBranch(nn.Module):
+    """FCBFormer's TB: PVT v2 pyramid; local emphasis (two residual blocks to ``width``, nearest resize to
+    1/4) per level; stepwise feature aggregation from the deepest level up (concatenation, two residual blocks)."""
+
+    def __init__(self, in_channels: int, encoder: dict[str, Any], width: int, drop_path_rate: float) -> None:
+        super().__init__()
+        self.backbone = PVTBackbone(in_channels, encoder, drop_path_rate)
+        self.emphasis = nn.ModuleList([nn.Sequential(ResidualBlock(c, width), ResidualBlock(width, width))
+                                       for c in encoder["embed_dims"]])
+        self.aggregate = nn.ModuleList([nn.Sequential(ResidualBlock(2 * width, width), ResidualBlock(width, width))
+                                        for _ in range(len(encoder["embed_dims"]) - 1)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        quarter = [s // 4 for s in x.shape[2:]]
+        levels = [F.interpolate(le(f), size=quarter, mode="nearest") for le, f in zip(self.emphasis, self.backbone(x))]
+        y = levels[-1]
+        for i in range(len(levels) - 2, -1, -1):
+            y = self.aggregate[i](torch.cat((levels[i], y), dim=1))
+        return y
+
+
+class FCBFormer(nn.Module):
+    """Transformer branch (1/4, upsampled nearest to the input size) and fully convolutional branch, fused by
+    the prediction head.
+
+    Example:
+        >>> FCBFormer(3, 2)(torch.zeros(1, 3, 352, 352)).shape
+        torch.Size([1, 2, 352, 352])
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, encoder: dict[str, Any] = PVT_V2_B3, width: int = 64,
+                 fcb_channels: int = 32, fcb_mults: Sequence[int] = (1, 1, 2, 2, 4, 4), fcb_blocks: int = 2,
+                 drop_path_rate: float = 0.0) -> None:
+        super().__init__()
+        self.divisible_by = max(PVT_DIVISOR, 2 ** (len(fcb_mults) - 1))
+        self.tb = TransformerBranch(in_channels, encoder, width, drop_path_rate)
+        self.fcb = FullyConvolutionalBranch(in_channels, fcb_channels, fcb_mults, fcb_blocks)
+        self.head = nn.Sequential(ResidualBlock(width + self.fcb.out_channels, width), ResidualBlock(width, width),
+                                  nn.Conv2d(width, num_classes, 1))
+        self.deep_supervision = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, size = pad_to_multiple(x, self.divisible_by)
+        tb = F.interpolate(self.tb(x), size=x.shape[2:], mode="nearest")
+        return crop_to(self.head(torch.cat((tb, self.fcb(x)), dim=1)), size)
+
+
+@register_model(family="hybrid", spatial_dims=(2,), deep_supervision=False,
+                defaults=lambda d: {**PVT_V2_B3, "width": 64, "fcb_channels": 32, "fcb_mults": [1, 1, 2, 2, 4, 4],
+                                    "fcb_blocks": 2, "drop_path_rate": 0.0},
+                paper="Sanderson & Matuszewski, FCN-Transformer Feature Fusion for Polyp Segmentation, MIUA 2022, "
+                      "arXiv:2208.08352 (Fig. 1-3; PVT v2-B3 transformer branch; no parameter count printed)",
+                tiny_kwargs={"embed_dims": [32, 32, 64, 64], "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2],
+                             "sr_ratios": [4, 2, 2, 1], "mlp_ratios": [2, 2, 2, 2], "width": 32, "fcb_channels": 32,
+                             "fcb_mults": [1, 1, 1], "fcb_blocks": 1},
+                extra={"tags": ["hybrid", "transformer", "cnn", "residual", "pretrainable-encoder"], "paper_params": None,
+                       "paper_setup": "the paper prints no count; ours for the reference layout (3 in, 1 class, "
+                                      "352x352, PVT v2-B3, FCB 32 x (1,1,2,2,4,4)): 52,962,337, pinned as a snapshot",
+                       "divisible_by": PVT_DIVISOR, "pads_input": True, "kwargs_note": PLAN_NOTE + _PVT_NOTE})
+def fcbformer(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
+              embed_dims: Sequence[int] = PVT_V2_B3["embed_dims"], depths: Sequence[int] = PVT_V2_B3["depths"],
+              num_heads: Sequence[int] = PVT_V2_B3["num_heads"], sr_ratios: Sequence[int] = PVT_V2_B3["sr_ratios"],
+              mlp_ratios: Sequence[float] = PVT_V2_B3["mlp_ratios"], width: int = 64, fcb_channels: int = 32,
+              fcb_mults: Sequence[int] = (1, 1, 2, 2, 4, 4), fcb_blocks: int = 2, drop_path_rate: float = 0.0,
+              n_stages: Any = None, features_per_stage: Any = None, kernel_sizes: Any = None,
+              strides: Any = None) -> FCBFormer:
+    """FCBFormer: PVT v2-B3 transformer branch + fully convolutional branch, fused at full resolution (2D)."""
+    encoder = _encoder_kwargs(embed_dims, depths, num_heads, sr_ratios, mlp_ratios)
+    return FCBFormer(in_channels, num_classes, encoder, width, fcb_channels, tuple(fcb_mults), fcb_blocks,
+                     drop_path_rate)
