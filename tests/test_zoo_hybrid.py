@@ -1,4 +1,5 @@
-"""Hybrid CNN-transformer models of the zoo (UCTransNet, PVT-CASCADE, EMCAD, HiFormer, FCBFormer): parameter counts against
+"""Hybrid CNN-transformer and efficient-transformer U-Nets of the zoo (UCTransNet, PVT-CASCADE, EMCAD, HiFormer,
+FCBFormer, MISSFormer): parameter counts against
 the papers' figures, and what the generic tests over ``list_models()`` cannot see (position tables sized
 by the training patch, deep-supervision resolutions of the PVT decoders, odd patches, plan keywords).
 
@@ -16,7 +17,7 @@ import torch
 from paper_counts import assert_matches_paper
 from unetkit.models import count_parameters, create_model, model_info
 
-HYBRID = ("uctransnet", "pvt_cascade", "emcad", "hiformer", "fcbformer")
+HYBRID = ("uctransnet", "pvt_cascade", "emcad", "hiformer", "fcbformer", "missformer")
 PVT_B0 = {"embed_dims": [32, 64, 160, 256], "depths": [2, 2, 2, 2]}
 
 
@@ -27,6 +28,18 @@ def _meta(name: str, cin: int, ncls: int, **kwargs: Any) -> torch.nn.Module:
 
 def _without_position_tables(model: torch.nn.Module) -> int:
     return count_parameters(model) - sum(p.numel() for p in model.mtc.positions)
+
+
+def _with_missformer_unused_modules(model: torch.nn.Module) -> int:
+    """MISSFormer as the reference counts it: it also builds two layer norms (of the hidden width) in every
+    Enhanced Mix-FFN and, at its deepest decoder level, a concatenation linear (1024 -> 512) and two
+    transformer blocks of width 512, none of which its forward calls (ours leaves them out)."""
+    from unetkit.models.efficient_transformer_unets import EnhancedMixFFN, MixTransformerBlock
+
+    unused_norms = sum(2 * 2 * m.fc1.out_features for m in model.modules() if isinstance(m, EnhancedMixFFN))
+    with torch.device("meta"):
+        block = count_parameters(MixTransformerBlock(512, 8, 1)) + 2 * 2 * 4 * 512
+    return count_parameters(model) + unused_norms + (1024 * 512 + 512) + 2 * block
 
 
 # (name, in_channels, classes, kwargs, how counted, figure as printed, relative tolerance (0: the printed
@@ -45,6 +58,9 @@ PAPER_COUNTS = [
     ("emcad", 1, 9, PVT_B0, count_parameters, "3.92M", 0.0, "Rahman et al. CVPR 2024 Table 1, PVT-EMCAD-B0"),
     ("hiformer", 3, 9, {}, count_parameters, "25.51M", 0.0,
      "Heidari et al. WACV 2023 Table 1, HiFormer-B, Synapse (3 in, 9 classes, 224x224)"),
+    ("missformer", 3, 9, {}, _with_missformer_unused_modules, "42.46M", 0.0,
+     "Huang et al. 2021 Table 1 (Synapse, 224x224, 9 classes), counted with the modules the reference builds "
+     "but never calls"),
 ]
 
 
@@ -64,12 +80,13 @@ def test_parameter_count_snapshots() -> None:
     # FCBFormer's paper prints no count: the snapshot of the reference layout (3 in, 1 class) is all there is
     assert count_parameters(_meta("fcbformer", 3, 1)) == 52_962_337
     assert model_info("fcbformer").extra["paper_params"] is None
+    assert count_parameters(_meta("missformer", 3, 9)) == 35_452_745
 
 
 @pytest.mark.parametrize("name", HYBRID)
 def test_metadata_of_the_contract(name: str) -> None:
     extra = model_info(name).extra
-    assert extra["tags"] and "hybrid" in extra["tags"] and extra["paper_setup"]
+    assert extra["tags"] and "transformer" in extra["tags"] and extra["paper_setup"]
     assert (extra["paper_params"] is None or extra["paper_params"] > 1e6) and extra["divisible_by"] in (16, 32)
 
 
