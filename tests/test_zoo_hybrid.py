@@ -1,5 +1,5 @@
 """Hybrid CNN-transformer and efficient-transformer U-Nets of the zoo (UCTransNet, PVT-CASCADE, EMCAD, HiFormer,
-FCBFormer, MISSFormer): parameter counts against
+FCBFormer, MISSFormer, DAE-Former): parameter counts against
 the papers' figures, and what the generic tests over ``list_models()`` cannot see (position tables sized
 by the training patch, deep-supervision resolutions of the PVT decoders, odd patches, plan keywords).
 
@@ -17,7 +17,7 @@ import torch
 from paper_counts import assert_matches_paper
 from unetkit.models import count_parameters, create_model, model_info
 
-HYBRID = ("uctransnet", "pvt_cascade", "emcad", "hiformer", "fcbformer", "missformer")
+HYBRID = ("uctransnet", "pvt_cascade", "emcad", "hiformer", "fcbformer", "missformer", "daeformer")
 PVT_B0 = {"embed_dims": [32, 64, 160, 256], "depths": [2, 2, 2, 2]}
 
 
@@ -42,6 +42,19 @@ def _with_missformer_unused_modules(model: torch.nn.Module) -> int:
     return count_parameters(model) + unused_norms + (1024 * 512 + 512) + 2 * block
 
 
+def _with_daeformer_unused_modules(model: torch.nn.Module) -> int:
+    """DAE-Former as the reference counts it: two unused layer norms in every Enhanced Mix-FFN, and at its
+    deepest decoder level (which only patch-expands) a linear 512 -> 512, a skip cross-attention block of width
+    512, a linear 1024 -> 512 and two dual-attention blocks of width 512, none of them called."""
+    from unetkit.models.efficient_transformer_unets import DualTransformerBlock, EnhancedMixFFN, SkipCrossAttention
+
+    unused_norms = sum(2 * 2 * m.fc1.out_features for m in model.modules() if isinstance(m, EnhancedMixFFN))
+    with torch.device("meta"):
+        cross = count_parameters(SkipCrossAttention(512)) + 2 * 2 * 2048
+        block = count_parameters(DualTransformerBlock(512, 512, 512)) + 2 * (2 * 2 * 2048)
+    return count_parameters(model) + unused_norms + (512 * 512 + 512) + cross + (1024 * 512 + 512) + 2 * block
+
+
 # (name, in_channels, classes, kwargs, how counted, figure as printed, relative tolerance (0: the printed
 #  precision), source and, for a tolerance, its reason)
 PAPER_COUNTS = [
@@ -61,6 +74,8 @@ PAPER_COUNTS = [
     ("missformer", 3, 9, {}, _with_missformer_unused_modules, "42.46M", 0.0,
      "Huang et al. 2021 Table 1 (Synapse, 224x224, 9 classes), counted with the modules the reference builds "
      "but never calls"),
+    ("daeformer", 3, 9, {}, _with_daeformer_unused_modules, "48.07M", 0.0,
+     "Azad et al. 2023 Table 1 (Synapse, 9 classes), counted with the modules the reference builds but never calls"),
 ]
 
 
@@ -81,6 +96,7 @@ def test_parameter_count_snapshots() -> None:
     assert count_parameters(_meta("fcbformer", 3, 1)) == 52_962_337
     assert model_info("fcbformer").extra["paper_params"] is None
     assert count_parameters(_meta("missformer", 3, 9)) == 35_452_745
+    assert count_parameters(_meta("daeformer", 3, 9)) == 29_690_201
 
 
 @pytest.mark.parametrize("name", HYBRID)
