@@ -1,5 +1,5 @@
 """Hybrid CNN-transformer and efficient-transformer U-Nets of the zoo (UCTransNet, PVT-CASCADE, EMCAD, HiFormer,
-FCBFormer, MISSFormer, DAE-Former): parameter counts against
+FCBFormer, MISSFormer, DAE-Former, DA-TransUNet): parameter counts against
 the papers' figures, and what the generic tests over ``list_models()`` cannot see (position tables sized
 by the training patch, deep-supervision resolutions of the PVT decoders, odd patches, plan keywords).
 
@@ -17,7 +17,7 @@ import torch
 from paper_counts import assert_matches_paper
 from unetkit.models import count_parameters, create_model, model_info
 
-HYBRID = ("uctransnet", "pvt_cascade", "emcad", "hiformer", "fcbformer", "missformer", "daeformer")
+HYBRID = ("uctransnet", "pvt_cascade", "emcad", "hiformer", "fcbformer", "missformer", "daeformer", "da_transunet")
 PVT_B0 = {"embed_dims": [32, 64, 160, 256], "depths": [2, 2, 2, 2]}
 
 
@@ -97,6 +97,8 @@ def test_parameter_count_snapshots() -> None:
     assert model_info("fcbformer").extra["paper_params"] is None
     assert count_parameters(_meta("missformer", 3, 9)) == 35_452_745
     assert count_parameters(_meta("daeformer", 3, 9)) == 29_690_201
+    # DA-TransUNet's paper prints no count: the snapshot of the reference layout (3 in, 9 classes) is all there is
+    assert count_parameters(_meta("da_transunet", 3, 9)) == 106_438_039
 
 
 @pytest.mark.parametrize("name", HYBRID)
@@ -167,3 +169,14 @@ def test_hiformer_position_tables_follow_the_training_patch() -> None:
         assert model(torch.randn(1, 1, 40, 60)).shape == (1, 2, 40, 60)
         with pytest.raises(ValueError, match="tokens"):
             model(torch.randn(1, 1, 64, 64))
+
+
+def test_da_transunet_is_transunet_plus_three_dual_attention_blocks() -> None:
+    """On the patch embedding (768) and the 1/8 (512) and 1/4 (256) skips, where the reference's decoder applies them;
+    everything else is TransUNet's, parameter for parameter."""
+    from unetkit.models.hybrid_cnn_transformer import DualAttentionBlock
+
+    da, base = _meta("da_transunet", 3, 9), _meta("transunet", 3, 9)
+    blocks = [m for m in da.modules() if isinstance(m, DualAttentionBlock)]
+    assert [b.out[1].out_channels for b in blocks] == [768, 512, 256]
+    assert count_parameters(da) - sum(count_parameters(b) for b in blocks) == count_parameters(base)

@@ -22,6 +22,15 @@
   ReLU, bilinear x4 and a 3x3 head. HiFormer-B: DLF depth (1, 2, 0), heads (6, 12), MLP ratios (2, 2, 1).
   Reference code: amirhossein-kz/HiFormer ``models/HiFormer.py``, ``models/Encoder.py``, ``models/Decoder.py``
   and U-Bench's ``configs.py`` (``get_hiformer_b_configs``).
+- ``da_transunet``: Sun, Zhang, Li, Gan, Wang, Lin, Xia, Pan, Yang, "DA-TransUNet: Integrating Spatial and
+  Channel Dual Attention with Transformer U-Net for Medical Image Segmentation", Frontiers in Bioengineering
+  and Biotechnology 2024 (arXiv:2310.12570), Fig. 1-3: TransUNet (R50-ViT-B/16, ``transunet.py``) with a
+  dual-attention block (DANet, Fu et al., CVPR 2019: position and channel attention branches on a 1/16-width
+  projection, summed, 1x1 conv + ReLU) on the patch embedding before the transformer and on the skips.
+  Reference code: SUN-1024/DA-TransUnet ``Architecture/DATransUNet.py`` and ``block.py``; as its decoder
+  applies them, the blocks sit on the 1/8 and 1/4 skips (its decoder builds three per level but uses only
+  these), and the two per-branch outputs each block computes and discards are not built. The paper prints
+  no parameter count: the count of this layout is pinned as a snapshot.
 
 Reference code was read through the code search; all code here is our own.
 """
@@ -39,6 +48,7 @@ from torch import nn
 from unetkit.models.attention_blocks import (PatchMerging, SwinStage, ViTBlock, crop_to, init_transformer_,
                                              pad_to_multiple)
 from unetkit.models.registry import register_model
+from unetkit.models.transunet import TransUNet, transunet_defaults
 
 PLAN_NOTE = ("fixed design: the plan keywords n_stages, features_per_stage, kernel_sizes, strides are accepted "
              "and ignored")
@@ -432,3 +442,96 @@ def hiformer(spatial_dims: int, in_channels: int, num_classes: int, deep_supervi
     return HiFormer(in_channels, num_classes, tuple(img_size), tuple(cnn_blocks), swin_dim, tuple(swin_depths),
                     tuple(swin_heads), window_size, tuple(dlf_depths), tuple(dlf_heads), tuple(dlf_mlp_ratios),
                     decoder_channels)
+
+
+# ============================================================================================ DA-TransUNet
+class PositionAttention(nn.Module):
+    """DANet position attention: 1x1 query/key (C/8) and value (C) projections, softmax over positions,
+    ``gamma * out + x`` with gamma starting at 0."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.query, self.key = nn.Conv2d(channels, channels // 8, 1), nn.Conv2d(channels, channels // 8, 1)
+        self.value = nn.Conv2d(channels, channels, 1)
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = (m(x).flatten(2).transpose(1, 2) for m in (self.query, self.key, self.value))
+        out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=1.0)[:, 0]
+        return self.gamma * out.transpose(1, 2).view_as(x) + x
+
+
+class ChannelSelfAttention(nn.Module):
+    """DANet channel attention: channel affinities ``X X^T``, softmax of (row max - affinity),
+    ``gamma * out + x`` with gamma starting at 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(2)
+        energy = flat @ flat.transpose(1, 2)
+        attn = torch.softmax(energy.amax(-1, keepdim=True) - energy, dim=-1)
+        return self.gamma * (attn @ flat).view_as(x) + x
+
+
+def _conv_bn_relu_da(cin: int, cout: int) -> nn.Sequential:
+    """DA-TransUNet's 3x3 conv (no bias) + batch norm (momentum 0.95, eps 1e-3, as its ``norm``) + ReLU."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout, eps=1e-3, momentum=0.95),
+                         nn.ReLU())
+
+
+class DualAttentionBlock(nn.Module):
+    """DANet head as DA-TransUNet uses it (its ``DANetHead``): two branches, each 3x3 conv to C/16, position
+    (resp. channel) attention, 3x3 conv; their sum through dropout (0.05), 1x1 conv (with bias) and ReLU."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        inner = channels // 16
+        self.position = nn.Sequential(_conv_bn_relu_da(channels, inner), PositionAttention(inner),
+                                      _conv_bn_relu_da(inner, inner))
+        self.channel = nn.Sequential(_conv_bn_relu_da(channels, inner), ChannelSelfAttention(),
+                                     _conv_bn_relu_da(inner, inner))
+        self.out = nn.Sequential(nn.Dropout2d(0.05), nn.Conv2d(inner, channels, 1), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.position(x) + self.channel(x))
+
+
+class DATransUNet(TransUNet):
+    """TransUNet with dual-attention blocks on the patch embedding and on the 1/8 and 1/4 skips.
+
+    Example:
+        >>> DATransUNet(3, 9)(torch.zeros(1, 3, 224, 224)).shape
+        torch.Size([1, 9, 224, 224])
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(in_channels, num_classes, **kwargs)
+        width = self.root[0].out_channels
+        self.embed_attention = DualAttentionBlock(self.patch_embed.out_channels)
+        self.skip_attention = nn.ModuleList([DualAttentionBlock(8 * width), DualAttentionBlock(4 * width), nn.Identity()])
+
+
+@register_model(family="hybrid", spatial_dims=(2,), deep_supervision=False, defaults=transunet_defaults,
+                paper="Sun et al., DA-TransUNet: Integrating Spatial and Channel Dual Attention with Transformer U-Net "
+                      "for Medical Image Segmentation, Front. Bioeng. Biotechnol. 2024, arXiv:2310.12570 (Fig. 1-3; "
+                      "no parameter count printed)",
+                tiny_kwargs={"deep_supervision": False, "units": [1, 1, 1], "width": 32, "hidden_size": 128,
+                             "mlp_dim": 128, "num_layers": 1, "num_heads": 2, "decoder_channels": [16, 16, 8, 8],
+                             "dropout": 0.0},  # widths of at least 128 keep the C/16/8 attention projections non-empty
+                extra={"tags": ["hybrid", "transformer", "attention", "cnn", "pretrainable-encoder"], "paper_params": None,
+                       "paper_setup": "the paper prints no count; ours for the reference layout (R50-ViT-B/16, 3 in, "
+                                      "9 classes, 224x224): 106,438,039, pinned as a snapshot",
+                       "divisible_by": 16, "pads_input": True, "patch_kwarg": "img_size",
+                       "kwargs_note": PLAN_NOTE + "; the keywords are TransUNet's"})
+def da_transunet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
+                 img_size: Sequence[int] = (224, 224), units: Sequence[int] = (3, 4, 9), width: int = 64,
+                 hidden_size: int = 768, mlp_dim: int = 3072, num_layers: int = 12, num_heads: int = 12,
+                 decoder_channels: Sequence[int] = (256, 128, 64, 16), dropout: float = 0.1, n_stages: Any = None,
+                 features_per_stage: Any = None, kernel_sizes: Any = None, strides: Any = None) -> DATransUNet:
+    """DA-TransUNet: TransUNet with DANet dual attention on the embedding and skips (2D, no deep supervision)."""
+    return DATransUNet(in_channels, num_classes, img_size=tuple(img_size), units=tuple(units), width=width,
+                       hidden_size=hidden_size, mlp_dim=mlp_dim, num_layers=num_layers, num_heads=num_heads,
+                       decoder_channels=tuple(decoder_channels), dropout=dropout)
