@@ -67,7 +67,7 @@ PAPER_COUNTS = [
      "PVT-CASCADE, PVT v2-B2, Synapse (1 in, 9 classes, 224x224), as tabulated in EMCAD (CVPR 2024) Table 1"),
     ("emcad", 1, 9, {}, count_parameters, "26.76M", 0.0005,
      "Rahman et al. CVPR 2024 Table 1, PVT-EMCAD-B2, Synapse (1 in, 9 classes); +0.05% (+12.6k): not "
-     "located (with 1 class the count, 26,764,443, rounds to the figure; which head width was counted is not stated)"),
+     "located (with 1 class the count, 26,764,411, rounds to the figure; which head width was counted is not stated)"),
     ("emcad", 1, 9, PVT_B0, count_parameters, "3.92M", 0.0, "Rahman et al. CVPR 2024 Table 1, PVT-EMCAD-B0"),
     ("hiformer", 3, 9, {}, count_parameters, "25.51M", 0.0,
      "Heidari et al. WACV 2023 Table 1, HiFormer-B, Synapse (3 in, 9 classes, 224x224)"),
