@@ -44,6 +44,7 @@ from unetkit.models.attention_blocks import crop_to, pad_to_multiple
 from unetkit.models.hybrid_cnn_transformer import PLAN_NOTE
 from unetkit.models.pvt_decoders import OverlapPatchEmbed, SpatialReductionAttention
 from unetkit.models.registry import register_model
+from unetkit.models.swin_unet import PatchExpand
 
 MISSFORMER_DIVISOR = 32
 
@@ -117,23 +118,6 @@ class ContextBridgeLayer(nn.Module):
         return x + torch.cat(mixed, dim=1)
 
 
-class PatchExpanding(nn.Module):
-    """Patch expanding (Swin-Unet Fig. 3, MISSFormer's layout): linear ``C -> s*s*C_out`` without bias,
-    rearranged to s x the resolution, layer norm. Channels-last in and out."""
-
-    def __init__(self, dim: int, out_dim: int, scale: int) -> None:
-        super().__init__()
-        self.scale, self.out_dim = scale, out_dim
-        self.expand = nn.Linear(dim, scale * scale * out_dim, bias=False)
-        self.norm = nn.LayerNorm(out_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, _ = x.shape
-        s = self.scale
-        x = self.expand(x).view(b, h, w, s, s, self.out_dim).permute(0, 1, 3, 2, 4, 5)
-        return self.norm(x.reshape(b, h * s, w * s, self.out_dim))
-
-
 class MISSFormerDecoderLevel(nn.Module):
     """Skip concatenation -> linear -> two transformer blocks -> patch expanding (x2, or x4 at the last level)."""
 
@@ -141,7 +125,7 @@ class MISSFormerDecoderLevel(nn.Module):
         super().__init__()
         self.fuse = nn.Linear(cin, dim)
         self.blocks = nn.Sequential(MixTransformerBlock(dim, num_heads, sr_ratio), MixTransformerBlock(dim, num_heads, sr_ratio))
-        self.expand = PatchExpanding(dim, dim, 4) if last else PatchExpanding(dim, dim // 2, 2)
+        self.expand = PatchExpand(dim, dim, 4) if last else PatchExpand(dim, dim // 2, 2)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.expand(self.blocks(self.fuse(torch.cat((x, skip), dim=-1))))
@@ -170,7 +154,7 @@ class MISSFormer(nn.Module):
                                      for d, n, h, r in zip(dims, depths, num_heads, sr_ratios)])
         self.norms = nn.ModuleList([nn.LayerNorm(d) for d in dims])
         self.bridge = nn.ModuleList([ContextBridgeLayer(dims) for _ in range(bridge_layers)])
-        self.bottom_expand = PatchExpanding(dims[3], dims[3] // 2, 2)
+        self.bottom_expand = PatchExpand(dims[3], dims[3] // 2, 2)
         fused = [dims[i + 1] // 2 + dims[i] for i in range(3)]  # expanded deeper level + skip
         self.decoder = nn.ModuleList([MISSFormerDecoderLevel(fused[i], dims[i], num_heads[i], sr_ratios[i], last=i == 0)
                                       for i in (2, 1, 0)])
@@ -327,7 +311,7 @@ class DAEFormerDecoderLevel(nn.Module):
         self.cross = SkipCrossAttention(dim)
         self.fuse = nn.Linear(2 * dim, dim)
         self.blocks = nn.Sequential(DualTransformerBlock(dim, dim, dim), DualTransformerBlock(dim, dim, dim))
-        self.expand = PatchExpanding(dim, dim, 4) if last else PatchExpanding(dim, dim // 2, 2)
+        self.expand = PatchExpand(dim, dim, 4) if last else PatchExpand(dim, dim // 2, 2)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.expand(self.blocks(self.fuse(self.cross(self.x_linear(x), skip))))
@@ -354,7 +338,7 @@ class DAEFormer(nn.Module):
         self.stages = nn.ModuleList([nn.Sequential(*[DualTransformerBlock(d, d, d) for _ in range(n)])
                                      for d, n in zip(dims, depths)])
         self.norms = nn.ModuleList([nn.LayerNorm(d) for d in dims])
-        self.bottom_expand = PatchExpanding(dims[2], dims[2] // 2, 2)
+        self.bottom_expand = PatchExpand(dims[2], dims[2] // 2, 2)
         self.decoder = nn.ModuleList([DAEFormerDecoderLevel(dims[2] // 2, dims[1], last=False),
                                       DAEFormerDecoderLevel(dims[1] // 2, dims[0], last=True)])
         self.head = nn.Conv2d(dims[0], num_classes, 1)

@@ -263,6 +263,24 @@ def deep_supervision_outputs(heads: Sequence[torch.Tensor], full: torch.Tensor, 
     return out
 
 
+class PVTDecoderNet(nn.Module):
+    """PVT v2 encoder, a decoder over its four levels (deepest first, returning one map per level) and a 1x1
+    prediction head per decoder level: what PVT-CASCADE and EMCAD share."""
+
+    def __init__(self, in_channels: int, num_classes: int, encoder: dict[str, Any], decoder: nn.Module,
+                 drop_path_rate: float, deep_supervision: bool) -> None:
+        super().__init__()
+        self.backbone = PVTBackbone(in_channels, encoder, drop_path_rate)
+        self.decoder = decoder
+        self.heads = nn.ModuleList([nn.Conv2d(w, num_classes, 1) for w in list(encoder["embed_dims"])[::-1]])
+        self.deep_supervision = deep_supervision
+
+    def decoded_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Decoder outputs at 1/32, 1/16, 1/8, 1/4 of ``x`` (a multiple of 32)."""
+        features = self.backbone(x)
+        return self.decoder(features[-1], features[-2::-1])
+
+
 # ============================================================================================ CASCADE
 class CascadeDecoder(nn.Module):
     """CASCADE (Rahman & Marculescu 2023, Fig. 2): deepest first, widths ``channels`` (512, 320, 128, 64
@@ -289,7 +307,7 @@ class CascadeDecoder(nn.Module):
         return outs
 
 
-class PVTCascade(nn.Module):
+class PVTCascade(PVTDecoderNet):
     """PVT v2 encoder + CASCADE decoder + four 1x1 heads; the prediction is the sum of the heads
     upsampled (bilinear) to the input size.
 
@@ -300,18 +318,12 @@ class PVTCascade(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, encoder: dict[str, Any] = PVT_V2_B2,
                  drop_path_rate: float = 0.1, deep_supervision: bool = True) -> None:
-        super().__init__()
-        widths = list(encoder["embed_dims"])[::-1]
-        self.backbone = PVTBackbone(in_channels, encoder, drop_path_rate)
-        self.decoder = CascadeDecoder(widths)
-        self.heads = nn.ModuleList([nn.Conv2d(w, num_classes, 1) for w in widths])
-        self.deep_supervision = deep_supervision
+        super().__init__(in_channels, num_classes, encoder, CascadeDecoder(list(encoder["embed_dims"])[::-1]),
+                         drop_path_rate, deep_supervision)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         x, size = pad_to_multiple(x, PVT_DIVISOR)
-        features = self.backbone(x)
-        decoded = self.decoder(features[-1], features[-2::-1])
-        heads = [head(d) for head, d in zip(self.heads, decoded)]  # 1/32 ... 1/4
+        heads = [head(d) for head, d in zip(self.heads, self.decoded_levels(x))]  # 1/32 ... 1/4
         full = sum(F.interpolate(h, size=x.shape[2:], mode="bilinear") for h in heads)
         if not self.deep_supervision:
             return crop_to(full, size)
@@ -423,7 +435,7 @@ def _init_decoder_(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-class EMCADNet(nn.Module):
+class EMCADNet(PVTDecoderNet):
     """PVT v2 encoder + EMCAD decoder + four 1x1 heads; the 1/4 head, upsampled (bilinear), is the prediction.
 
     Example:
@@ -434,17 +446,12 @@ class EMCADNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, encoder: dict[str, Any] = PVT_V2_B2,
                  msdc_kernels: Sequence[int] = (1, 3, 5), expansion: int = 2, lgag_kernel: int = 3,
                  drop_path_rate: float = 0.1, deep_supervision: bool = True) -> None:
-        super().__init__()
-        widths = list(encoder["embed_dims"])[::-1]
-        self.backbone = PVTBackbone(in_channels, encoder, drop_path_rate)
-        self.decoder = EMCADDecoder(widths, msdc_kernels, expansion, lgag_kernel)
-        self.heads = nn.ModuleList([nn.Conv2d(w, num_classes, 1) for w in widths])
-        self.deep_supervision = deep_supervision
+        decoder = EMCADDecoder(list(encoder["embed_dims"])[::-1], msdc_kernels, expansion, lgag_kernel)
+        super().__init__(in_channels, num_classes, encoder, decoder, drop_path_rate, deep_supervision)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         x, size = pad_to_multiple(x, PVT_DIVISOR)
-        features = self.backbone(x)
-        decoded = self.decoder(features[-1], features[-2::-1])
+        decoded = self.decoded_levels(x)
         full = F.interpolate(self.heads[-1](decoded[-1]), size=x.shape[2:], mode="bilinear")
         if not self.deep_supervision:
             return crop_to(full, size)
