@@ -317,14 +317,14 @@ class HiFormerEncoder(nn.Module):
     """ResNet-50 (stem, stages 1-3) and Swin stages interleaved (HiFormer Fig. 2), then the DLF blocks with
     one learned position table per level (class token included), sized for ``img_size``."""
 
-    def __init__(self, in_channels: int, img_size: Sequence[int], cnn_blocks: Sequence[int], swin_dim: int,
-                 swin_depths: Sequence[int], swin_heads: Sequence[int], window_size: int, dlf_depths: Sequence[int],
-                 dlf_heads: Sequence[int], dlf_mlp_ratios: Sequence[float]) -> None:
+    def __init__(self, in_channels: int, img_size: Sequence[int], cnn_width: int, cnn_blocks: Sequence[int],
+                 swin_dim: int, swin_depths: Sequence[int], swin_heads: Sequence[int], window_size: int,
+                 dlf_depths: Sequence[int], dlf_heads: Sequence[int], dlf_mlp_ratios: Sequence[float]) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, cnn_width, 7, 2, 3, bias=False), nn.BatchNorm2d(cnn_width),
                                   nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
-        widths = [64, 128, 256]
-        self.cnn = nn.ModuleList([resnet_stage(64 if i == 0 else 4 * widths[i - 1], w, n, 1 if i == 0 else 2)
+        widths = [cnn_width, 2 * cnn_width, 4 * cnn_width]  # ResNet-50: 64, 128, 256 (x4 out)
+        self.cnn = nn.ModuleList([resnet_stage(cnn_width if i == 0 else 4 * widths[i - 1], w, n, 1 if i == 0 else 2)
                                   for i, (w, n) in enumerate(zip(widths, cnn_blocks))])
         dims = [swin_dim * 2 ** i for i in range(3)]
         self.to_tokens = nn.ModuleList([nn.Conv2d(4 * w, d, 1) for w, d in zip(widths, dims)])
@@ -375,7 +375,7 @@ class HiFormer(nn.Module):
         torch.Size([1, 9, 224, 224])
     """
 
-    def __init__(self, in_channels: int, num_classes: int, img_size: Sequence[int] = (224, 224),
+    def __init__(self, in_channels: int, num_classes: int, img_size: Sequence[int] = (224, 224), cnn_width: int = 64,
                  cnn_blocks: Sequence[int] = (3, 4, 6), swin_dim: int = 96, swin_depths: Sequence[int] = (2, 2, 6),
                  swin_heads: Sequence[int] = (3, 6, 12), window_size: int = 7, dlf_depths: Sequence[int] = (1, 2),
                  dlf_heads: Sequence[int] = (6, 12), dlf_mlp_ratios: Sequence[float] = (2.0, 2.0),
@@ -383,7 +383,7 @@ class HiFormer(nn.Module):
         super().__init__()
         self.divisible_by = 16
         self.img_size = tuple(img_size)
-        self.encoder = HiFormerEncoder(in_channels, img_size, cnn_blocks, swin_dim, swin_depths, swin_heads, window_size,
+        self.encoder = HiFormerEncoder(in_channels, img_size, cnn_width, cnn_blocks, swin_dim, swin_depths, swin_heads, window_size,
                                        dlf_depths, dlf_heads, dlf_mlp_ratios)
         small, large = self.encoder.dlf_dims
         up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
@@ -410,7 +410,7 @@ class HiFormer(nn.Module):
 
 def hiformer_defaults(spatial_dims: int) -> dict[str, Any]:
     """HiFormer-B (the paper's main configuration) at 224x224."""
-    return {"img_size": [224, 224], "cnn_blocks": [3, 4, 6], "swin_dim": 96, "swin_depths": [2, 2, 6],
+    return {"img_size": [224, 224], "cnn_width": 64, "cnn_blocks": [3, 4, 6], "swin_dim": 96, "swin_depths": [2, 2, 6],
             "swin_heads": [3, 6, 12], "window_size": 7, "dlf_depths": [1, 2], "dlf_heads": [6, 12],
             "dlf_mlp_ratios": [2.0, 2.0], "decoder_channels": 128}
 
@@ -419,7 +419,7 @@ def hiformer_defaults(spatial_dims: int) -> dict[str, Any]:
                 paper="Heidari et al., HiFormer: Hierarchical Multi-scale Representations Using Transformers for "
                       "Medical Image Segmentation, WACV 2023, arXiv:2207.08518 (Fig. 1-2; Table 1: HiFormer-B 25.51M "
                       "parameters)",
-                tiny_kwargs={"deep_supervision": False, "cnn_blocks": [1, 1, 1], "swin_dim": 32, "swin_depths": [2, 1, 1],
+                tiny_kwargs={"deep_supervision": False, "cnn_width": 16, "cnn_blocks": [1, 1, 1], "swin_dim": 32, "swin_depths": [2, 1, 1],
                              "swin_heads": [1, 2, 2], "window_size": 4, "dlf_depths": [1, 1], "dlf_heads": [1, 2],
                              "dlf_mlp_ratios": [1.0, 1.0], "decoder_channels": 32},
                 extra={"tags": ["hybrid", "transformer", "cnn", "multiscale", "pretrainable-encoder"],
@@ -430,7 +430,8 @@ def hiformer_defaults(spatial_dims: int) -> dict[str, Any]:
                        "kwargs_note": PLAN_NOTE + "; random initialization (the paper starts from ImageNet ResNet-50 "
                                                   "and Swin-T weights)"})
 def hiformer(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
-             img_size: Sequence[int] = (224, 224), cnn_blocks: Sequence[int] = (3, 4, 6), swin_dim: int = 96,
+             img_size: Sequence[int] = (224, 224), cnn_width: int = 64, cnn_blocks: Sequence[int] = (3, 4, 6),
+             swin_dim: int = 96,
              swin_depths: Sequence[int] = (2, 2, 6), swin_heads: Sequence[int] = (3, 6, 12), window_size: int = 7,
              dlf_depths: Sequence[int] = (1, 2), dlf_heads: Sequence[int] = (6, 12),
              dlf_mlp_ratios: Sequence[float] = (2.0, 2.0), decoder_channels: int = 128, n_stages: Any = None,
@@ -439,7 +440,7 @@ def hiformer(spatial_dims: int, in_channels: int, num_classes: int, deep_supervi
 
     ``img_size`` sizes the two position tables (the trainer passes the training patch rounded up to 16).
     """
-    return HiFormer(in_channels, num_classes, tuple(img_size), tuple(cnn_blocks), swin_dim, tuple(swin_depths),
+    return HiFormer(in_channels, num_classes, tuple(img_size), cnn_width, tuple(cnn_blocks), swin_dim, tuple(swin_depths),
                     tuple(swin_heads), window_size, tuple(dlf_depths), tuple(dlf_heads), tuple(dlf_mlp_ratios),
                     decoder_channels)
 
