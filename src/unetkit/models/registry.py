@@ -47,6 +47,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "unetkit.models.segresnet", "unetkit.models.vnet", "unetkit.models.highresnet",
     "unetkit.models.quicknat",
     "unetkit.models.transformer_3d", "unetkit.models.convnext_3d", "unetkit.models.segmamba",
+    "unetkit.models.hybrid_cnn_transformer", "unetkit.models.pvt_decoders", "unetkit.models.efficient_transformer_unets",
 )
 
 #: What a registered builder is called with: (spatial_dims, in_channels, num_classes,

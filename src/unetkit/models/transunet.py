@@ -126,6 +126,9 @@ class TransUNet(nn.Module):
         self.decoder = nn.ModuleList([nn.Sequential(ConvBNReLU(i + s, o), ConvBNReLU(o, o))
                                       for i, s, o in zip(ins, skips, decoder_channels)])
         self.head = nn.Conv2d(decoder_channels[-1], num_classes, 3, padding=1)
+        # parameter-free places where DA-TransUNet (hybrid_cnn_transformer.py) puts its dual-attention heads
+        self.embed_attention: nn.Module = nn.Identity()
+        self.skip_attention = nn.ModuleList([nn.Identity() for _ in range(3)])
         self.deep_supervision = False
         self.apply(init_transformer_)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -138,13 +141,13 @@ class TransUNet(nn.Module):
         for stage in self.body:
             y = stage(y)
             features.append(y)
-        tokens = self.patch_embed(features.pop())
+        tokens = self.embed_attention(self.patch_embed(features.pop()))
         grid = tuple(tokens.shape[2:])
         tokens = self.pos_drop(tokens.flatten(2).transpose(1, 2) + resize_pos_embed(self.pos_embed, self.grid, grid))
         for block in self.blocks:
             tokens = block(tokens)
         y = self.conv_more(self.norm(tokens).transpose(1, 2).reshape(tokens.shape[0], -1, *grid))
-        skips = features[::-1] + [None]  # stage 2 (1/8), stage 1 (1/4), root (1/2), none
+        skips = [attend(f) for attend, f in zip(self.skip_attention, features[::-1])] + [None]  # 1/8, 1/4, 1/2, none
         for block, skip in zip(self.decoder, skips):
             y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=True)
             if skip is not None:
