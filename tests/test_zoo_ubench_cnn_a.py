@@ -18,7 +18,7 @@ import torch
 from paper_counts import assert_matches_paper, keras_count
 from unetkit.models import count_parameters, create_model, model_info
 
-UBENCH_CNN_A = ("cenet", "doubleunet", "dcunet")
+UBENCH_CNN_A = ("cenet", "doubleunet", "dcunet", "kiunet")
 TAGS = {"cnn", "transformer", "hybrid", "mamba", "rwkv", "mlp", "kan", "xlstm", "attention", "residual", "dense",
         "multiscale", "nested", "recurrent", "lightweight", "pretrainable-encoder"}
 
@@ -41,6 +41,10 @@ def _keras_scale_free_conv_bn(model: torch.nn.Module) -> int:
     return keras_count(model) - scales + 2
 
 
+# two 64-channel CRFB units of the official kiunet (interd3_1/2: 3x3 conv with bias + BN) that are
+# built but never called: in its count, not in ours (an unused parameter would get no gradient)
+_KIUNET_UNUSED = 2 * (64 * 64 * 9 + 64 + 2 * 64)
+
 # (name, in_channels, classes, kwargs, how the figure counts, figure as printed, relative tolerance
 #  (0: the printed precision), source and, for a tolerance, its reason)
 PAPER_COUNTS: list[tuple[str, int, int, dict[str, Any], Any, str, float, str]] = [
@@ -50,6 +54,9 @@ PAPER_COUNTS: list[tuple[str, int, int, dict[str, Any], Any, str, float, str]] =
      "Jha 2020 Sec. V (Keras trainable parameters; 3 in, 1 class)"),
     ("dcunet", 3, 1, {}, _keras_scale_free_conv_bn, "10,069,928", 0.0,
      "no figure readable in Lou 2021; official Keras code (AngeLouCN/DC-UNet model.py), 3 in, 1 class"),
+    ("kiunet", 3, 1, {}, lambda m: count_parameters(m) + _KIUNET_UNUSED, "291,225", 0.0,
+     "no figure read from Valanarasu 2020; official code (KiU-Net-pytorch arch/ae.py kiunet), 3 in, 1 class, "
+     "which also holds two CRFB units its forward never uses (ours leaves them out)"),
 ]
 
 
@@ -64,6 +71,7 @@ PARAMETER_SNAPSHOTS: list[tuple[str, int]] = [
     ("cenet", 29_003_093),
     ("doubleunet", 29_290_274),
     ("dcunet", 10_047_070),
+    ("kiunet", 217_113),
 ]
 
 

@@ -15,7 +15,11 @@
   BN, ReLU; widths 16, 32, 64) and a Ki-Net branch (3x3 conv, bilinear x2, BN, ReLU), joined at every
   level by cross-residual fusion blocks (CRFB: 3x3 conv + BN + ReLU, resized to the other branch and
   added), additive skips in both branches, the two branches summed before a 1x1 head. Official code:
-  github.com/jeya-maria-jose/KiU-Net-pytorch ``arch/ae.py`` class ``kiunet`` (U-Bench ``KiU_Net``).
+  github.com/jeya-maria-jose/KiU-Net-pytorch ``arch/ae.py`` class ``kiunet`` (U-Bench ``KiU_Net``),
+  which also builds two 64-channel CRFB units (``interd3_1/2``) that its forward never calls; ours
+  leaves them out (217,113 instead of 291,225 parameters at 3 in, 1 class). Logits instead of the
+  reference's ReLU on the head; resizing by size instead of by 4**level (same for patches that are
+  multiples of 8). The Ki-Net branch runs at up to 8x the input size per axis: memory-hungry.
 
 Reference code was read through the code search; all code here is our own.
 """
@@ -104,3 +108,106 @@ def dcunet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervisi
     """
     topo = resolve_topology(spatial_dims, DCUNET_FEATURES, n_stages, features_per_stage, kernel_sizes, strides)
     return DCUNet(spatial_dims, in_channels, num_classes, topo, alpha, norm)
+
+
+# ============================================================================================ KiU-Net
+def _resize_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Bilinear resize of ``x`` to the spatial size of ``like`` (KiU-Net resizes by 4**level; by size
+    here, so that any patch works)."""
+    return F.interpolate(x, size=like.shape[2:], mode="bilinear", align_corners=False)
+
+
+class ConvBNReLU(nn.Sequential):
+    """3x3 conv (with bias) -> BN -> ReLU."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class CrossResidualFusion(nn.Module):
+    """KiU-Net's CRFB: each branch gets the other's features, through 3x3 conv + BN + ReLU and
+    resized to its own size, added."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.ki_to_u = ConvBNReLU(channels, channels)
+        self.u_to_ki = ConvBNReLU(channels, channels)
+
+    def forward(self, u: torch.Tensor, ki: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return u + _resize_to(self.ki_to_u(ki), u), ki + _resize_to(self.u_to_ki(u), ki)
+
+
+class BranchLevel(nn.Module):
+    """One level of one branch: 3x3 conv (bias), resampling (max pool /2 or bilinear x2), BN, ReLU."""
+
+    def __init__(self, cin: int, cout: int, down: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm = nn.BatchNorm2d(cout)
+        self.down = down
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        x = F.max_pool2d(x, 2) if self.down else F.interpolate(x, scale_factor=2.0, mode="bilinear",
+                                                               align_corners=False)
+        return F.relu(self.norm(x))
+
+
+class KiUNet(nn.Module):
+    """KiU-Net: an undercomplete U-Net branch (down, then up) and an overcomplete Ki-Net branch (up,
+    then down), exchanging features through CRFBs at every level but the last, additive skips in both,
+    summed before the 1x1 head. Published: widths 16, 32, 64 (last decoder level 8)."""
+
+    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int]) -> None:
+        super().__init__()
+        widths = [int(w) for w in widths]
+        if len(widths) < 2 or any(w < 2 for w in widths):
+            raise ValueError(f"KiU-Net needs at least 2 widths of at least 2, got {widths}")
+        n = len(widths)
+        enc_in, dec_out = [in_channels] + widths[:-1], widths[-2::-1] + [widths[0] // 2]
+        dec_in = widths[::-1]
+        self.u_encoder = nn.ModuleList(BranchLevel(ci, co, True) for ci, co in zip(enc_in, widths))
+        self.ki_encoder = nn.ModuleList(BranchLevel(ci, co, False) for ci, co in zip(enc_in, widths))
+        self.encoder_fusion = nn.ModuleList(CrossResidualFusion(w) for w in widths)
+        self.u_decoder = nn.ModuleList(BranchLevel(ci, co, False) for ci, co in zip(dec_in, dec_out))
+        self.ki_decoder = nn.ModuleList(BranchLevel(ci, co, True) for ci, co in zip(dec_in, dec_out))
+        self.decoder_fusion = nn.ModuleList(CrossResidualFusion(w) for w in dec_out[:-1])
+        self.head = nn.Conv2d(dec_out[-1], num_classes, 1)
+        self.divisible_by = 2 ** n
+        self.deep_supervision = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if any(s % self.divisible_by for s in x.shape[2:]):
+            raise ValueError(f"KiU-Net: patch size {tuple(x.shape[2:])} must be a multiple of "
+                             f"{self.divisible_by} per axis")
+        u, ki, skips = x, x, []
+        for u_level, ki_level, fuse in zip(self.u_encoder, self.ki_encoder, self.encoder_fusion):
+            u, ki = fuse(u_level(u), ki_level(ki))
+            skips.append((u, ki))
+        skips.pop()
+        for i, (u_level, ki_level) in enumerate(zip(self.u_decoder, self.ki_decoder)):
+            u, ki = u_level(u), ki_level(ki)
+            if i < len(self.decoder_fusion):
+                u, ki = self.decoder_fusion[i](u, ki)
+                u_skip, ki_skip = skips.pop()
+                u, ki = u + u_skip, ki + ki_skip
+        return self.head(u + ki)
+
+
+@register_model(family="ubench-cnn", spatial_dims=(2,), deep_supervision=False,
+                paper="Valanarasu et al., KiU-Net: Towards Accurate Segmentation of Biomedical Images using "
+                      "Over-complete Representations, MICCAI 2020, arXiv:2006.04878 (Fig. 3-4; no count read "
+                      "from the paper: official code 291,225 at 3 in, 1 class, 74,112 of them in two unused units)",
+                defaults=lambda d: {"widths": [16, 32, 64]},
+                tiny_kwargs={"widths": [2, 4, 4]},
+                extra={"tags": ["cnn", "multiscale"], "paper_params": None,
+                       "paper_setup": "no count read from the paper; official code (jeya-maria-jose/KiU-Net-pytorch "
+                                      "arch/ae.py kiunet, as U-Bench ships it), 3 in, 1 class, widths 16, 32, 64: "
+                                      "291,225, of which two 64-channel CRFB units (74,112) are built but never "
+                                      "used; ours leaves them out: 217,113",
+                       "divisible_by": 8, "kwargs_note": _PLAN_NOTE})
+def kiunet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
+           widths: Sequence[int] = (16, 32, 64), n_stages: Any = None, features_per_stage: Any = None,
+           kernel_sizes: Any = None, strides: Any = None) -> KiUNet:
+    """KiU-Net: a U-Net and an overcomplete Ki-Net branch joined by cross-residual fusion, 2D."""
+    return KiUNet(in_channels, num_classes, widths)
