@@ -18,7 +18,7 @@ import torch
 from paper_counts import assert_matches_paper, keras_count
 from unetkit.models import count_parameters, create_model, model_info
 
-UBENCH_CNN_A = ("cenet", "doubleunet", "dcunet", "kiunet")
+UBENCH_CNN_A = ("cenet", "doubleunet", "dcunet", "kiunet", "malunet")
 TAGS = {"cnn", "transformer", "hybrid", "mamba", "rwkv", "mlp", "kan", "xlstm", "attention", "residual", "dense",
         "multiscale", "nested", "recurrent", "lightweight", "pretrainable-encoder"}
 
@@ -57,6 +57,9 @@ PAPER_COUNTS: list[tuple[str, int, int, dict[str, Any], Any, str, float, str]] =
     ("kiunet", 3, 1, {}, lambda m: count_parameters(m) + _KIUNET_UNUSED, "291,225", 0.0,
      "no figure read from Valanarasu 2020; official code (KiU-Net-pytorch arch/ae.py kiunet), 3 in, 1 class, "
      "which also holds two CRFB units its forward never uses (ours leaves them out)"),
+    ("malunet", 3, 1, {}, _trainable, "0.177M", 0.006,
+     "Ruan 2022 Table 1 (3 in, 1 class, c_list 8..64, bridge on); +0.53% (+943), not located: the layout "
+     "follows the official code, whose count is ours"),
 ]
 
 
@@ -72,6 +75,7 @@ PARAMETER_SNAPSHOTS: list[tuple[str, int]] = [
     ("doubleunet", 29_290_274),
     ("dcunet", 10_047_070),
     ("kiunet", 217_113),
+    ("malunet", 177_943),
 ]
 
 
@@ -125,3 +129,10 @@ def test_cenet_multi_kernel_pooling_on_a_map_smaller_than_its_kernels() -> None:
     from unetkit.models.ubench_cnn_backbone import ResidualMultiKernelPooling
     rmp = ResidualMultiKernelPooling(8)
     assert rmp(torch.randn(2, 8, 2, 2)).shape == (2, 12, 2, 2)
+
+
+def test_malunet_complexity_matches_paper() -> None:
+    """MALUNet Table 1: 0.083 GFLOPs (multiply-adds) at 256x256, 3 in, 1 class."""
+    from unetkit.models.profile import model_size
+    macs = model_size("malunet", 2, (256, 256), in_channels=3, num_classes=1)["macs"]
+    assert round(macs / 1e9, 3) == 0.083

@@ -25,7 +25,8 @@ kept, so parameter counts are those of the papers' networks.
 Differences from the references, all without effect on the parameter count: logits instead of
 sigmoid outputs; the input is zero-padded to a multiple of 32 (CE-Net) or 16 (DoubleU-Net) and the
 logits cropped; RMP pool kernels larger than the feature map are clipped to it (the papers' 448 and
-384-pixel inputs never reach that). DoubleU-Net returns network 2's output (the paper concatenates
+384-pixel inputs never reach that). CE-Net sees the image only at 1/4 after its stem (7x7 stride 2 and
+max pool; no skip above 1/4): ``extra["output_stride"]`` 4. DoubleU-Net returns network 2's output (the paper concatenates
 both networks' outputs for a 2-channel binary map); network 1's gate with several classes is its
 foreground probability (1 - softmax background). 2D only, no deep supervision (the papers have none).
 Reference code was read through the code search; all code here is our own.

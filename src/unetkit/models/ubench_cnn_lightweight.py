@@ -1,0 +1,196 @@
+"""Lightweight U-Bench CNNs: MALUNet (family ``ubench-cnn``).
+
+- ``malunet``: Ruan, Xiang, Xie, Liu, Fu, "MALUNet: A Multi-Attention and Light-weight UNet for Skin
+  Lesion Segmentation", IEEE BIBM 2022 (arXiv:2211.01784), Fig. 1-2, Table 1 (0.177M parameters,
+  0.083 GFLOPs at 256x256, 3 in, 1 class; the abstract's 44x and 166x fewer than U-Net agree): EGE-UNet's predecessor by the same group, with the same
+  skeleton (three 3x3 conv stages, then attention stages; GroupNorm(4), max pool /2 and GELU per
+  level; bilinear x2 decoder with additive skips; head upsampled x2). Its attention stages are an
+  external-attention block (EA: 1x1 conv, linear to 4C memory units, double normalization, linear
+  back, 1x1 conv + GroupNorm, residual, GELU) and a dilated gated attention block (DGA: four channel
+  groups through depthwise 3x3 convs of dilation 7, 5, 2, 1, GroupNorm, 1x1 conv, GELU, then a gated
+  attention unit of depthwise-separable convs). The skips pass a spatial-then-channel attention bridge
+  (SAB: one shared dilated 7x7 conv on channel mean and max; CAB: a 1D conv across the pooled
+  channels of all levels and one linear layer per level). Reference code: github.com/JCruan519/MALUNet
+  ``models/malunet.py`` (U-Bench ``models/CNN/MALUNet``).
+
+Differences: the reference initializes EA's second linear layer as a view of the first one's
+weights (they share storage, so the optimizer updates both through one tensor); ours starts it as a
+copy of their transpose and trains it on its own (same count). Logits, no sigmoid. 2D only, no deep
+supervision (the paper has none). Reference code was read through the code search; all code here is
+our own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unetkit.models.lightweight import _check_divisible, _egeunet_init, _up2, _widths
+from unetkit.models.registry import register_model
+
+_PLAN_NOTE = ("fixed design: the plan keywords n_stages, features_per_stage, kernel_sizes, strides are accepted "
+              "and ignored")
+
+
+# ============================================================================================ MALUNet
+class SeparableConv(nn.Sequential):
+    """Depthwise k x k conv, GroupNorm(4), 1x1 conv (MALUNet's ``DepthWiseConv2d``)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int) -> None:
+        super().__init__(nn.Conv2d(cin, cin, kernel, padding=kernel // 2, groups=cin), nn.GroupNorm(4, cin),
+                         nn.Conv2d(cin, cout, 1))
+
+
+class GatedAttentionUnit(nn.Module):
+    """``wo(sigmoid(sep_k(x)) * gelu(sep_k+2(x))) + conv1x1(x)``, ``wo`` a separable conv + GELU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3) -> None:
+        super().__init__()
+        self.gate = SeparableConv(cin, cin, kernel)
+        self.value = SeparableConv(cin, cin, kernel + 2)
+        self.out = SeparableConv(cin, cout, kernel)
+        self.shortcut = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.sigmoid(self.gate(x)) * F.gelu(self.value(x))
+        return F.gelu(self.out(y)) + self.shortcut(x)
+
+
+class DilatedGatedAttention(nn.Module):
+    """MALUNet's DGA: four channel groups through depthwise 3x3 convs of dilation 7, 5, 2, 1,
+    concatenated, GroupNorm(4), 1x1 conv, GELU; then a gated attention unit to ``cout``."""
+
+    def __init__(self, cin: int, cout: int, dilations: Sequence[int] = (7, 5, 2, 1)) -> None:
+        super().__init__()
+        g = cin // 4
+        self.branches = nn.ModuleList(nn.Conv2d(g, g, 3, padding=d, dilation=d, groups=g) for d in dilations)
+        self.norm = nn.GroupNorm(4, cin)
+        self.mix = nn.Conv2d(cin, cin, 1)
+        self.gau = GatedAttentionUnit(cin, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = torch.chunk(x, len(self.branches), dim=1)
+        y = torch.cat([branch(p) for branch, p in zip(self.branches, parts)], dim=1)
+        return self.gau(F.gelu(self.mix(self.norm(y))))
+
+
+class ExternalAttention(nn.Module):
+    """External attention (Guo et al. 2021) as MALUNet uses it: 1x1 conv; the pixels attend to 4C
+    learned memory units (softmax over pixels, then normalized over units), read back through a second
+    linear layer; 1x1 conv (no bias), GroupNorm(4), plus the input, GELU."""
+
+    def __init__(self, channels: int, memory_ratio: int = 4) -> None:
+        super().__init__()
+        k = memory_ratio * channels
+        self.conv_in = nn.Conv2d(channels, channels, 1)
+        self.to_memory = nn.Conv1d(channels, k, 1, bias=False)
+        self.from_memory = nn.Conv1d(k, channels, 1, bias=False)
+        self.conv_out = nn.Conv2d(channels, channels, 1, bias=False)
+        self.norm = nn.GroupNorm(4, channels)
+
+    def init_memory_(self) -> None:
+        """Start the read-back weights as the transpose of the memory keys (the reference's init)."""
+        with torch.no_grad():
+            self.from_memory.weight.copy_(self.to_memory.weight.permute(1, 0, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape[:2]
+        attn = F.softmax(self.to_memory(self.conv_in(x).flatten(2)), dim=-1)  # (B, k, N), over pixels
+        attn = attn / (1e-9 + attn.sum(dim=1, keepdim=True))  # then over the memory units
+        y = self.from_memory(attn).view(b, c, *x.shape[2:])
+        return F.gelu(self.norm(self.conv_out(y)) + x)
+
+
+class SpatialChannelBridge(nn.Module):
+    """MALUNet's SC_Att_Bridge over the skips: spatial attention (channel mean and max -> one shared
+    dilated 7x7 conv -> sigmoid), residual; then channel attention (global average of every level,
+    concatenated, a 1D conv across channels, one linear layer per level -> sigmoid), plus the
+    spatially attended features."""
+
+    def __init__(self, widths: Sequence[int]) -> None:
+        super().__init__()
+        self.spatial = nn.Conv2d(2, 1, 7, padding=9, dilation=3)
+        self.mix = nn.Conv1d(1, 1, 3, padding=1, bias=False)
+        self.per_level = nn.ModuleList(nn.Linear(sum(widths), w) for w in widths)
+
+    def forward(self, skips: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        spatial = []
+        for t in skips:
+            stats = torch.cat([t.mean(dim=1, keepdim=True), t.amax(dim=1, keepdim=True)], dim=1)
+            spatial.append(torch.sigmoid(self.spatial(stats)) * t)
+        mixed = [s + t for s, t in zip(spatial, skips)]
+        pooled = torch.cat([m.mean(dim=(2, 3)) for m in mixed], dim=1)[:, None]  # (B, 1, sum C)
+        pooled = self.mix(pooled)
+        out = []
+        for fc, m, s in zip(self.per_level, mixed, spatial):
+            out.append(torch.sigmoid(fc(pooled))[:, 0, :, None, None] * m + s)
+        return out
+
+
+class MALUNet(nn.Module):
+    """MALUNet: ``n_conv`` 3x3 conv stages, then EA + DGA stages; GroupNorm(4), max pool, GELU per
+    level (the deepest without pooling); the skips pass the spatial-channel bridge; the decoder mirrors
+    the encoder (DGA + EA, then 3x3 convs) with bilinear x2 and additive skips; 1x1 head, bilinear x2.
+    Published: c_list 8, 16, 24, 32, 48, 64, three conv stages, bridge on."""
+
+    def __init__(self, in_channels: int, num_classes: int, c_list: Sequence[int], n_conv: int = 3,
+                 bridge: bool = True) -> None:
+        super().__init__()
+        c = _widths("c_list", c_list, 3, 4)
+        n = len(c)
+        if not 1 <= n_conv < n:
+            raise ValueError(f"n_conv must be between 1 and len(c_list) - 1 = {n - 1}, got {n_conv}")
+        self.divisor = 2 ** (n - 1)
+        self.encoder = nn.ModuleList(
+            nn.Conv2d(in_channels if i == 0 else c[i - 1], c[i], 3, 1, 1) if i < n_conv else
+            nn.Sequential(ExternalAttention(c[i - 1]), DilatedGatedAttention(c[i - 1], c[i])) for i in range(n))
+        self.enc_norm = nn.ModuleList(nn.GroupNorm(4, c[i]) for i in range(n - 1))
+        self.bridge = SpatialChannelBridge(c[:-1]) if bridge else None
+        # decoder step j maps level i + 1 to level i, i = n-2 .. 0
+        self.decoder = nn.ModuleList(
+            nn.Conv2d(c[i + 1], c[i], 3, 1, 1) if i + 1 < n_conv else
+            nn.Sequential(DilatedGatedAttention(c[i + 1], c[i]), ExternalAttention(c[i])) for i in range(n - 2, -1, -1))
+        self.dec_norm = nn.ModuleList(nn.GroupNorm(4, c[i]) for i in range(n - 2, -1, -1))
+        self.head = nn.Conv2d(c[0], num_classes, 1)
+        self.deep_supervision = False
+        self.apply(_egeunet_init)  # the same initialization as EGE-UNet (same authors, same code base)
+        for m in self.modules():
+            if isinstance(m, ExternalAttention):
+                m.init_memory_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_divisible(x, self.divisor, "MALUNet")
+        skips = []
+        for norm, enc in zip(self.enc_norm, self.encoder):
+            x = F.gelu(F.max_pool2d(norm(enc(x)), 2))
+            skips.append(x)
+        if self.bridge is not None:
+            skips = self.bridge(skips)
+        x = F.gelu(self.encoder[-1](x))
+        for j, (dec, norm) in enumerate(zip(self.decoder, self.dec_norm)):
+            y = norm(dec(x))
+            x = F.gelu(y if j == 0 else _up2(y, "bilinear")) + skips.pop()
+        return _up2(self.head(x), "bilinear")
+
+
+MALUNET_C_LIST = (8, 16, 24, 32, 48, 64)
+
+
+@register_model(family="ubench-cnn", spatial_dims=(2,), deep_supervision=False,
+                paper="Ruan et al., MALUNet: A Multi-Attention and Light-weight UNet for Skin Lesion Segmentation, "
+                      "IEEE BIBM 2022, arXiv:2211.01784 (Fig. 1-2; Table 1: 0.177M parameters, 0.083 GFLOPs)",
+                defaults=lambda d: {"c_list": list(MALUNET_C_LIST), "n_conv": 3, "bridge": True},
+                tiny_kwargs={"c_list": [8, 8, 8, 8], "n_conv": 2},
+                extra={"tags": ["cnn", "attention", "lightweight"], "paper_params": 0.177e6, "paper_gflops": 0.083,
+                       "paper_patch": [256, 256],
+                       "paper_setup": "3 in, 1 class (ISIC 2017/2018), 256x256, c_list 8,16,24,32,48,64, bridge on",
+                       "divisible_by": 32, "output_stride": 2, "kwargs_note": _PLAN_NOTE})
+def malunet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
+            c_list: Sequence[int] = MALUNET_C_LIST, n_conv: int = 3, bridge: bool = True, n_stages: Any = None,
+            features_per_stage: Any = None, kernel_sizes: Any = None, strides: Any = None) -> MALUNet:
+    """MALUNet: external and dilated gated attention stages, spatial-channel attention bridge, 2D."""
+    return MALUNet(in_channels, num_classes, c_list, n_conv, bridge)
