@@ -18,7 +18,7 @@ import torch
 from paper_counts import assert_matches_paper, keras_count
 from unetkit.models import count_parameters, create_model, model_info
 
-UBENCH_CNN_A = ("cenet", "doubleunet", "dcunet", "kiunet", "malunet")
+UBENCH_CNN_A = ("cenet", "doubleunet", "dcunet", "kiunet", "malunet", "lvunet")
 TAGS = {"cnn", "transformer", "hybrid", "mamba", "rwkv", "mlp", "kan", "xlstm", "attention", "residual", "dense",
         "multiscale", "nested", "recurrent", "lightweight", "pretrainable-encoder"}
 
@@ -76,6 +76,7 @@ PARAMETER_SNAPSHOTS: list[tuple[str, int]] = [
     ("dcunet", 10_047_070),
     ("kiunet", 217_113),
     ("malunet", 177_943),
+    ("lvunet", 934_545),
 ]
 
 
@@ -136,3 +137,13 @@ def test_malunet_complexity_matches_paper() -> None:
     from unetkit.models.profile import model_size
     macs = model_size("malunet", 2, (256, 256), in_channels=3, num_classes=1)["macs"]
     assert round(macs / 1e9, 3) == 0.083
+
+
+def test_lvunet_deep_training_slope_reaches_every_vanilla_block() -> None:
+    """The deep-training knob sets the slope between the two 1x1 convs of every vanilla block; at 1
+    the block is linear up to its activation (what the deploy mode fuses)."""
+    from unetkit.models.ubench_cnn_lightweight import VanillaBlock
+    model = create_model("lvunet", 2, 1, 2, **model_info("lvunet").tiny_kwargs)
+    model.set_nonlinearity_slope(1.0)
+    blocks = [m for m in model.modules() if isinstance(m, VanillaBlock)]
+    assert blocks and all(b.slope == 1.0 for b in blocks)

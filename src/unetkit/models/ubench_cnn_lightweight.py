@@ -1,4 +1,4 @@
-"""Lightweight U-Bench CNNs: MALUNet (family ``ubench-cnn``).
+"""Lightweight U-Bench CNNs: MALUNet, LV-UNet (family ``ubench-cnn``).
 
 - ``malunet``: Ruan, Xiang, Xie, Liu, Fu, "MALUNet: A Multi-Attention and Light-weight UNet for Skin
   Lesion Segmentation", IEEE BIBM 2022 (arXiv:2211.01784), Fig. 1-2, Table 1 (0.177M parameters,
@@ -13,11 +13,27 @@
   channels of all levels and one linear layer per level). Reference code: github.com/JCruan519/MALUNet
   ``models/malunet.py`` (U-Bench ``models/CNN/MALUNet``).
 
+- ``lvunet``: Jiang, Wang, Tian, Cheng, Liu, "LV-UNet: A Lightweight and Vanilla Model for Medical
+  Image Segmentation", IEEE BIBM 2024 (arXiv:2408.16886), Fig. 1: the first ten feature layers of a
+  MobileNetV3-Large (Howard et al., ICCV 2019; stem and inverted residuals 1-9, skips at 1/4, 1/8,
+  1/16) then three "vanilla" stages (VanillaNet, Chen et al. 2023: 1x1 conv + BN, nonlinearity, 1x1
+  conv + BN, max pool /2, a series-informed activation = ReLU then depthwise 3x3 conv + BN; widths
+  160, 240, 480) down to 1/128, and a mirrored decoder of the same blocks with bilinear x2 and
+  additive skips (widths 240, 160, 80, then 40, 24, 16, 16), 1x1 head. Official code:
+  github.com/juntaoJianggavin/LV-UNet (U-Bench ``models/CNN/LV_UNet``). The paper's deep-training
+  schedule raises the slope of the nonlinearity between the two 1x1 convs from 0 (ReLU) to 1
+  (identity) over training, so that inference can fuse them (:meth:`LVUNet.set_nonlinearity_slope`);
+  unetkit's trainer leaves it at 0, as U-Bench trains it. The fused deploy mode is not implemented.
+  The paper's parameter table could not be read through our tools (its figures are also for the
+  fused deploy mode); the count we give is that of the training-mode network of the official code,
+  934,545 at 3 in, 1 class (torchvision's MobileNetV3-Large layers 0-9, as U-Bench builds it).
+
 Differences: the reference initializes EA's second linear layer as a view of the first one's
 weights (they share storage, so the optimizer updates both through one tensor); ours starts it as a
 copy of their transpose and trains it on its own (same count). Logits, no sigmoid. 2D only, no deep
 supervision (the paper has none). Reference code was read through the code search; all code here is
-our own.
+our own. LV-UNet's MobileNet is written here (no torchvision) and starts untrained (the paper
+starts from ImageNet weights); its input is zero-padded to a multiple of 128 and the logits cropped.
 """
 
 from __future__ import annotations
@@ -29,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unetkit.models.attention_blocks import crop_to, pad_to_multiple
 from unetkit.models.lightweight import _check_divisible, _egeunet_init, _up2, _widths
 from unetkit.models.registry import register_model
 
@@ -194,3 +211,168 @@ def malunet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervis
             features_per_stage: Any = None, kernel_sizes: Any = None, strides: Any = None) -> MALUNet:
     """MALUNet: external and dilated gated attention stages, spatial-channel attention bridge, 2D."""
     return MALUNet(in_channels, num_classes, c_list, n_conv, bridge)
+
+
+# ============================================================================================ LV-UNet
+def _make_divisible(value: float, divisor: int = 8) -> int:
+    """MobileNet's channel rounding: to the nearest multiple of ``divisor``, never below 90 %."""
+    out = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return out + divisor if out < 0.9 * value else out
+
+
+class MobileSqueezeExcite(nn.Module):
+    """MobileNetV3's squeeze-and-excitation: global average, 1x1 conv to C/4 (rounded to 8) + ReLU,
+    1x1 conv back + hard sigmoid, scale."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        hidden = _make_divisible(channels // 4)
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = F.relu(self.fc1(x.mean(dim=(2, 3), keepdim=True)))
+        return x * F.hardsigmoid(self.fc2(s))
+
+
+def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
+             act: type[nn.Module] | None = None) -> nn.Sequential:
+    """Conv (no bias) + BN (eps 1e-3, MobileNetV3's) + optional activation."""
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+                               nn.BatchNorm2d(cout, eps=1e-3, momentum=0.01)]
+    if act is not None:
+        layers.append(act(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV3's bottleneck: 1x1 expansion (skipped when the width stays), depthwise k x k
+    (stride), optional squeeze-and-excitation, linear 1x1 projection; residual at stride 1 and equal
+    widths. ``hard_swish`` picks the activation (else ReLU)."""
+
+    def __init__(self, cin: int, kernel: int, expanded: int, cout: int, use_se: bool, hard_swish: bool,
+                 stride: int) -> None:
+        super().__init__()
+        act = nn.Hardswish if hard_swish else nn.ReLU
+        layers: list[nn.Module] = [] if expanded == cin else [_conv_bn(cin, expanded, 1, act=act)]
+        layers.append(_conv_bn(expanded, expanded, kernel, stride, groups=expanded, act=act))
+        if use_se:
+            layers.append(MobileSqueezeExcite(expanded))
+        layers.append(_conv_bn(expanded, cout, 1))
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block(x)
+        return x + y if self.residual else y
+
+
+# MobileNetV3-Large inverted residuals 1-9 (Howard et al. 2019, Table 1): input width, kernel, expanded
+# width, output width, squeeze-excite, hard swish, stride; grouped as LV-UNet's encoder stages
+MOBILENETV3_LARGE_STAGES = (
+    ((16, 3, 16, 16, False, False, 1), (16, 3, 64, 24, False, False, 2)),
+    ((24, 3, 72, 24, False, False, 1), (24, 5, 72, 40, True, False, 2), (40, 5, 120, 40, True, False, 1)),
+    ((40, 5, 120, 40, True, False, 1), (40, 3, 240, 80, False, True, 2), (80, 3, 200, 80, False, True, 1),
+     (80, 3, 184, 80, False, True, 1)),
+)
+
+
+class SeriesActivation(nn.Module):
+    """VanillaNet's series-informed activation: ReLU, then a depthwise (2n+1)^2 conv (no bias) + BN."""
+
+    def __init__(self, channels: int, act_num: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 2 * act_num + 1, padding=act_num, groups=channels, bias=False)
+        nn.init.trunc_normal_(self.conv.weight, std=0.02)
+        self.norm = nn.BatchNorm2d(channels, eps=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(F.relu(x)))
+
+
+class VanillaBlock(nn.Module):
+    """LV-UNet's ``Block`` / ``UpBlock``: 1x1 conv + BN, leaky ReLU of slope ``self.slope`` (0 = ReLU),
+    1x1 conv + BN to ``cout``, then max pool /2 (``resample`` "down"), bilinear x2 ("up") or nothing,
+    then the series-informed activation."""
+
+    def __init__(self, cin: int, cout: int, resample: str, act_num: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(cin, cin, 1), nn.BatchNorm2d(cin, eps=1e-6))
+        self.conv2 = nn.Sequential(nn.Conv2d(cin, cout, 1), nn.BatchNorm2d(cout, eps=1e-6))
+        self.act = SeriesActivation(cout, act_num)
+        self.resample = resample
+        self.slope = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv2(F.leaky_relu(self.conv1(x), self.slope))
+        if self.resample == "down":
+            x = F.max_pool2d(x, 2)
+        elif self.resample == "up":
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.act(x)
+
+
+class LVUNet(nn.Module):
+    """LV-UNet: MobileNetV3-Large stem and stages (1/2 .. 1/16), vanilla stages down to 1/16 / 2**k,
+    a vanilla decoder back up with additive skips, 1x1 head. Published: dims 80, 160, 240, 480,
+    dims2 80, 40, 24, 16 (k = 3: 1/128)."""
+
+    def __init__(self, in_channels: int, num_classes: int, dims: Sequence[int], dims2: Sequence[int],
+                 act_num: int = 1) -> None:
+        super().__init__()
+        dims, dims2 = [int(d) for d in dims], [int(d) for d in dims2]
+        if len(dims) < 2 or dims[0] != 80 or len(dims2) != 4 or dims2[:3] != [80, 40, 24]:
+            raise ValueError(f"LV-UNet needs dims starting at MobileNet's 80 channels and dims2 = [80, 40, 24, "
+                             f"width] (MobileNet's skip widths), got dims={dims}, dims2={dims2}")
+        self.stem = _conv_bn(in_channels, 16, 3, 2, act=nn.Hardswish)
+        self.encoder = nn.ModuleList(nn.Sequential(*(InvertedResidual(*cfg) for cfg in stage))
+                                     for stage in MOBILENETV3_LARGE_STAGES)
+        self.down = nn.ModuleList(VanillaBlock(a, b, "down", act_num) for a, b in zip(dims, dims[1:]))
+        self.up = nn.ModuleList(VanillaBlock(b, a, "up", act_num) for a, b in zip(dims[-2::-1], dims[:0:-1]))
+        self.up_mobile = nn.ModuleList(VanillaBlock(a, b, "up", act_num) for a, b in zip(dims2, dims2[1:]))
+        self.head = nn.Sequential(VanillaBlock(dims2[-1], dims2[-1], "up", act_num),
+                                  nn.Conv2d(dims2[-1], num_classes, 1))
+        self.divisible_by = 16 * 2 ** (len(dims) - 1)
+        self.deep_supervision = False
+
+    def set_nonlinearity_slope(self, slope: float) -> None:
+        """The deep-training schedule's knob: the leaky-ReLU slope between each block's two 1x1 convs
+        (0 = ReLU at the start of training, 1 = identity at the end, where the convs can be fused)."""
+        for m in self.modules():
+            if isinstance(m, VanillaBlock):
+                m.slope = float(slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, size = pad_to_multiple(x, self.divisible_by)
+        e1 = self.encoder[0](self.stem(x))  # 1/4, 24
+        e2 = self.encoder[1](e1)  # 1/8, 40
+        y = self.encoder[2](e2)  # 1/16, 80
+        skips = []
+        for block in self.down:
+            skips.append(y)
+            y = block(y)
+        for block in self.up:
+            y = block(y) + skips.pop()
+        y = self.up_mobile[0](y) + e2
+        y = self.up_mobile[1](y) + e1
+        y = self.up_mobile[2](y)
+        return crop_to(self.head(y), size)
+
+
+@register_model(family="ubench-cnn", spatial_dims=(2,), deep_supervision=False,
+                paper="Jiang et al., LV-UNet: A Lightweight and Vanilla Model for Medical Image Segmentation, "
+                      "IEEE BIBM 2024, arXiv:2408.16886 (Fig. 1; count: official code's training-mode network)",
+                defaults=lambda d: {"dims": [80, 160, 240, 480], "dims2": [80, 40, 24, 16], "act_num": 1},
+                tiny_kwargs={"dims": [80, 16], "dims2": [80, 40, 24, 8]},
+                extra={"tags": ["cnn", "lightweight", "pretrainable-encoder"], "paper_params": None,
+                       "paper_setup": "no count read from the paper (its table gives the fused deploy mode); "
+                                      "official code (juntaoJianggavin/LV-UNet, as U-Bench ships it) in training "
+                                      "mode, 3 in, 1 class, dims 80,160,240,480, dims2 80,40,24,16: 934,545",
+                       "divisible_by": 128, "pads_input": True, "output_stride": 4,
+                       "kwargs_note": _PLAN_NOTE})
+def lvunet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
+           dims: Sequence[int] = (80, 160, 240, 480), dims2: Sequence[int] = (80, 40, 24, 16), act_num: int = 1,
+           n_stages: Any = None, features_per_stage: Any = None, kernel_sizes: Any = None,
+           strides: Any = None) -> LVUNet:
+    """LV-UNet: MobileNetV3-Large encoder, VanillaNet-style stages and decoder, 2D."""
+    return LVUNet(in_channels, num_classes, dims, dims2, act_num)
