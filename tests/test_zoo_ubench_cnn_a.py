@@ -18,7 +18,7 @@ import torch
 from paper_counts import assert_matches_paper, keras_count
 from unetkit.models import count_parameters, create_model, model_info
 
-UBENCH_CNN_A = ("cenet", "doubleunet", "dcunet", "kiunet", "malunet", "lvunet")
+UBENCH_CNN_A = ("cenet", "doubleunet", "dcunet", "kiunet", "malunet", "lvunet", "cfpnet_m")
 TAGS = {"cnn", "transformer", "hybrid", "mamba", "rwkv", "mlp", "kan", "xlstm", "attention", "residual", "dense",
         "multiscale", "nested", "recurrent", "lightweight", "pretrainable-encoder"}
 
@@ -33,7 +33,7 @@ def _trainable(model: torch.nn.Module) -> int:
 
 
 def _keras_scale_free_conv_bn(model: torch.nn.Module) -> int:
-    """Keras' total for MultiResUNet-style code: batch-norm moving statistics count, the conv-BN units
+    """Keras' total for the Keras code of DC-UNet and CFPNet-M (MultiResUNet's style): batch-norm moving statistics count, the conv-BN units
     have no BN scale (``scale=False``), and the 1x1 head is conv (no bias) + such a BN (beta and two
     statistics) where ours is a conv with a bias: + 2."""
     from unetkit.models.unet_classic import ConvNormReLU
@@ -60,6 +60,9 @@ PAPER_COUNTS: list[tuple[str, int, int, dict[str, Any], Any, str, float, str]] =
     ("malunet", 3, 1, {}, _trainable, "0.177M", 0.006,
      "Ruan 2022 Table 1 (3 in, 1 class, c_list 8..64, bridge on); +0.53% (+943), not located: the layout "
      "follows the official code, whose count is ours"),
+    ("cfpnet_m", 3, 1, {}, _keras_scale_free_conv_bn, "0.65M", 0.0,
+     "Lou 2023 (3 in, 1 class, widths 32..128); the Keras total of the official code, 654,279"),
+    ("cfpnet_m", 3, 1, {}, _trainable, "0.65M", 0.0, "Lou 2023, as trainable parameters (648,371)"),
 ]
 
 
@@ -77,6 +80,7 @@ PARAMETER_SNAPSHOTS: list[tuple[str, int]] = [
     ("kiunet", 217_113),
     ("malunet", 177_943),
     ("lvunet", 934_545),
+    ("cfpnet_m", 648_371),
 ]
 
 

@@ -1,4 +1,4 @@
-"""U-Bench CNNs built around multi-scale blocks: DC-UNet, KiU-Net (family ``ubench-cnn``).
+"""U-Bench CNNs built around multi-scale blocks: DC-UNet, KiU-Net, CFPNet-M (family ``ubench-cnn``).
 
 - ``dcunet``: Lou, Guan, Loew, "DC-UNet: Rethinking the U-Net Architecture with Dual Channel
   Efficient CNN for Medical Images Segmentation", SPIE Medical Imaging 2021 (arXiv:2006.00414),
@@ -20,6 +20,22 @@
   leaves them out (217,113 instead of 291,225 parameters at 3 in, 1 class). Logits instead of the
   reference's ReLU on the head; resizing by size instead of by 4**level (same for patches that are
   multiples of 8). The Ki-Net branch runs at up to 8x the input size per axis: memory-hungry.
+- ``cfpnet_m``: Lou, Guan, Loew, "CFPNet-M: A Light-Weight Encoder-Decoder Based Network for
+  Multimodal Biomedical Image Real-Time Segmentation", Computers in Biology and Medicine 154, 2023
+  (arXiv:2105.04075), Fig. 2-4: a stride-2 stem of three 3x3 conv-BN-ReLU (32), image injection
+  (the input average-pooled 2x2, BN, ReLU, chained to each level and concatenated), two 3x3 stride-2
+  conv-BN-ReLU downsamplings each followed by channel-wise feature pyramid (CFP) modules (2 at 64
+  channels with dilation 2; 6 at 128 with dilations 4, 4, 8, 8, 16, 16) and three 2x2 transposed conv
+  + ReLU decoder steps concatenating the encoder's injected features, 1x1 head. A CFP module: 1x1
+  conv to C/4, four branches of three chained 3x3 convs (C/16, C/16, C/8; dilations 1, d//4+1,
+  d//2+1, d+1), each branch concatenated and batch-normalized, summed hierarchically, concatenated,
+  BN, 1x1 conv, plus the input. Official code: github.com/AngeLouCN/CFPNet-Medicine
+  ``network/CFPNetM.py`` (Keras): its Keras count is 654,279 (BN statistics included, no BN scale
+  in conv-BN units), the paper's 0.65M. Two points of that code we do not copy: its branches 3 and 4
+  concatenate branch 1's first output instead of their own (the paper's Fig. 3 shows their own; same
+  count), and its ``groups`` argument never reaches the convolution (so the convolutions are dense,
+  as here). U-Bench's PyTorch port differs (grouped convs, a 3x3 reduction, max-pool widening,
+  BN in the decoder: 758,881).
 
 Reference code was read through the code search; all code here is our own.
 """
@@ -211,3 +227,116 @@ def kiunet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervisi
            kernel_sizes: Any = None, strides: Any = None) -> KiUNet:
     """KiU-Net: a U-Net and an overcomplete Ki-Net branch joined by cross-residual fusion, 2D."""
     return KiUNet(in_channels, num_classes, widths)
+
+
+
+# ============================================================================================ CFPNet-M
+def _conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1) -> ConvNormReLU:
+    """Conv (no bias) -> BN -> ReLU, CFPNet-M's ``conv2d_bn``."""
+    return ConvNormReLU(2, cin, cout, kernel, "batch", stride=stride, dilation=dilation, bias=False)
+
+
+class ChannelFeaturePyramid(nn.Module):
+    """CFPNet-M's CFP module on ``channels`` (a multiple of 16) with dilation rate ``d``: 1x1 conv to
+    C/4; four branches (dilations 1, d//4+1, d//2+1, d+1) of three chained 3x3 convs to C/16, C/16,
+    C/8, each branch's outputs concatenated (C/4) and batch-normalized; the branches summed
+    hierarchically (1, 1+2, 1+2+3, 1+2+3+4) and concatenated, BN, 1x1 conv-BN-ReLU, plus the input."""
+
+    def __init__(self, channels: int, d: int) -> None:
+        super().__init__()
+        if channels % 16:
+            raise ValueError(f"a CFP module needs a multiple of 16 channels, got {channels}")
+        q, s = channels // 4, channels // 16
+        self.reduce = _conv_bn_relu(channels, q, 1)
+        self.branches = nn.ModuleList(
+            nn.ModuleList([_conv_bn_relu(q, s, dilation=r), _conv_bn_relu(s, s, dilation=r),
+                           _conv_bn_relu(s, 2 * s, dilation=r)])
+            for r in (1, d // 4 + 1, d // 2 + 1, d + 1))
+        self.branch_norms = nn.ModuleList(nn.BatchNorm2d(q) for _ in range(4))
+        self.norm = nn.BatchNorm2d(channels)
+        self.fuse = _conv_bn_relu(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.reduce(x)
+        pyramid, running = [], None
+        for branch, norm in zip(self.branches, self.branch_norms):
+            outs, h = [], y
+            for conv in branch:
+                h = conv(h)
+                outs.append(h)
+            level = norm(torch.cat(outs, dim=1))
+            running = level if running is None else running + level
+            pyramid.append(running)
+        return self.fuse(self.norm(torch.cat(pyramid, dim=1))) + x
+
+
+class ImageInjection(nn.Module):
+    """The input average-pooled (2x2) to the next level, then BN + ReLU on its channels; chained, so
+    level k sees the image at 1/2**k."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(F.avg_pool2d(x, 2)))
+
+
+class CFPNetM(nn.Module):
+    """CFPNet-M: stride-2 stem, image injection at 1/2, 1/4, 1/8, two CFP stages behind stride-2
+    convs, a transposed-conv decoder over the injected encoder features, 1x1 head. Published: widths
+    32, 64, 128; CFP modules with dilation rates 2, 2 and 4, 4, 8, 8, 16, 16."""
+
+    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int], dilations_1: Sequence[int],
+                 dilations_2: Sequence[int]) -> None:
+        super().__init__()
+        c0, c1, c2 = (int(w) for w in widths)
+        cat0, cat1, cat2 = c0 + in_channels, 2 * c1 + in_channels, 2 * c2 + in_channels
+        self.stem = nn.Sequential(_conv_bn_relu(in_channels, c0, stride=2), _conv_bn_relu(c0, c0),
+                                  _conv_bn_relu(c0, c0))
+        self.inject = nn.ModuleList(ImageInjection(in_channels) for _ in range(3))
+        self.down1 = _conv_bn_relu(cat0, c1, stride=2)
+        self.stage1 = nn.Sequential(*(ChannelFeaturePyramid(c1, d) for d in dilations_1))
+        self.down2 = _conv_bn_relu(cat1, c2, stride=2)
+        self.stage2 = nn.Sequential(*(ChannelFeaturePyramid(c2, d) for d in dilations_2))
+        self.up = nn.ModuleList(nn.ConvTranspose2d(ci, co, 2, 2)
+                                for ci, co in ((cat2, c2), (c2 + cat1, c1), (c1 + cat0, c0)))
+        self.head = nn.Conv2d(c0, num_classes, 1)
+        self.divisible_by = 8
+        self.deep_supervision = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if any(s % self.divisible_by for s in x.shape[2:]):
+            raise ValueError(f"CFPNet-M: patch size {tuple(x.shape[2:])} must be a multiple of "
+                             f"{self.divisible_by} per axis")
+        i1 = self.inject[0](x)
+        i2 = self.inject[1](i1)
+        i3 = self.inject[2](i2)
+        f0 = torch.cat([self.stem(x), i1], dim=1)
+        d1 = self.down1(f0)
+        f1 = torch.cat([self.stage1(d1), d1, i2], dim=1)
+        d2 = self.down2(f1)
+        y = torch.cat([self.stage2(d2), d2, i3], dim=1)
+        y = F.relu(self.up[0](y))
+        y = F.relu(self.up[1](torch.cat([y, f1], dim=1)))
+        y = F.relu(self.up[2](torch.cat([y, f0], dim=1)))
+        return self.head(y)
+
+
+@register_model(family="ubench-cnn", spatial_dims=(2,), deep_supervision=False,
+                paper="Lou, Guan, Loew, CFPNet-M: A Light-Weight Encoder-Decoder Based Network for Multimodal "
+                      "Biomedical Image Real-Time Segmentation, Computers in Biology and Medicine 2023, "
+                      "arXiv:2105.04075 (Fig. 2-4; 0.65M parameters)",
+                defaults=lambda d: {"widths": [32, 64, 128], "dilations_1": [2, 2],
+                                    "dilations_2": [4, 4, 8, 8, 16, 16]},
+                tiny_kwargs={"widths": [8, 16, 32], "dilations_1": [2], "dilations_2": [4]},
+                extra={"tags": ["cnn", "multiscale", "lightweight"], "paper_params": 0.65e6,
+                       "paper_setup": "3 in, 1 class, widths 32, 64, 128, 2 + 6 CFP modules (Keras count of the "
+                                      "official code: 654,279 with BN statistics)",
+                       "divisible_by": 8, "output_stride": 2, "kwargs_note": _PLAN_NOTE})
+def cfpnet_m(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
+             widths: Sequence[int] = (32, 64, 128), dilations_1: Sequence[int] = (2, 2),
+             dilations_2: Sequence[int] = (4, 4, 8, 8, 16, 16), n_stages: Any = None, features_per_stage: Any = None,
+             kernel_sizes: Any = None, strides: Any = None) -> CFPNetM:
+    """CFPNet-M: channel-wise feature pyramid modules with image injection, light-weight, 2D."""
+    return CFPNetM(in_channels, num_classes, widths, dilations_1, dilations_2)
