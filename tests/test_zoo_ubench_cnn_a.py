@@ -18,7 +18,7 @@ import torch
 from paper_counts import assert_matches_paper, keras_count
 from unetkit.models import count_parameters, create_model, model_info
 
-UBENCH_CNN_A = ("cenet", "doubleunet", "dcunet", "kiunet", "malunet", "lvunet", "cfpnet_m")
+UBENCH_CNN_A = ("cenet", "doubleunet", "dcunet", "kiunet", "malunet", "lvunet", "cfpnet_m", "lfunet")
 TAGS = {"cnn", "transformer", "hybrid", "mamba", "rwkv", "mlp", "kan", "xlstm", "attention", "residual", "dense",
         "multiscale", "nested", "recurrent", "lightweight", "pretrainable-encoder"}
 
@@ -63,6 +63,9 @@ PAPER_COUNTS: list[tuple[str, int, int, dict[str, Any], Any, str, float, str]] =
     ("cfpnet_m", 3, 1, {}, _keras_scale_free_conv_bn, "0.65M", 0.0,
      "Lou 2023 (3 in, 1 class, widths 32..128); the Keras total of the official code, 654,279"),
     ("cfpnet_m", 3, 1, {}, _trainable, "0.65M", 0.0, "Lou 2023, as trainable parameters (648,371)"),
+    ("lfunet", 3, 1, {}, _trainable, "47,849", 0.0,
+     "no paper text found; U-Bench's LFU_Net code summed by hand: encoder 38,496 + nested nodes 4,800 "
+     "(72 x 50 input groups + 10 x 120) + projections 2 x 2,272 + head 9"),
 ]
 
 
@@ -81,6 +84,7 @@ PARAMETER_SNAPSHOTS: list[tuple[str, int]] = [
     ("malunet", 177_943),
     ("lvunet", 934_545),
     ("cfpnet_m", 648_371),
+    ("lfunet", 47_849),
 ]
 
 

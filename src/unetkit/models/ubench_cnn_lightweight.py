@@ -1,4 +1,4 @@
-"""Lightweight U-Bench CNNs: MALUNet, LV-UNet (family ``ubench-cnn``).
+"""Lightweight U-Bench CNNs: MALUNet, LV-UNet, LFU-Net (family ``ubench-cnn``).
 
 - ``malunet``: Ruan, Xiang, Xie, Liu, Fu, "MALUNet: A Multi-Attention and Light-weight UNet for Skin
   Lesion Segmentation", IEEE BIBM 2022 (arXiv:2211.01784), Fig. 1-2, Table 1 (0.177M parameters,
@@ -27,6 +27,15 @@
   The paper's parameter table could not be read through our tools (its figures are also for the
   fused deploy mode); the count we give is that of the training-mode network of the official code,
   934,545 at 3 in, 1 class (torchvision's MobileNetV3-Large layers 0-9, as U-Bench builds it).
+- ``lfunet``: LFU-Net as U-Bench ships it (``models/CNN/LFU_Net``; we found no paper text to read):
+  a UNet++-like grid of nodes x(i, j) over 5 levels with full-scale skips. Encoder nodes x(i, 0) are
+  two 3x3 conv-BN-ReLU of width 8 * 2**i (grouped, 8 groups, except the very first conv), max pool
+  between levels; every nested node x(i, j) (i + j <= 4) is two grouped 3x3 conv-BN-ReLU of width 8
+  on the concatenation of: the finer encoder nodes max-pooled to its level, its own level's encoder
+  node and earlier nested nodes, the coarser encoder node x(i+j, 0) and the nested nodes
+  x(i+m, j-m) bilinearly upsampled; each input first projected to 8 channels by a grouped 3x3 conv
+  (one projection per source level for encoder nodes, two shared ones for nested nodes, as in the
+  reference). A shared 1x1 head on x(0, 1) .. x(0, 4), averaged.
 
 Differences: the reference initializes EA's second linear layer as a view of the first one's
 weights (they share storage, so the optimizer updates both through one tensor); ours starts it as a
@@ -376,3 +385,83 @@ def lvunet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervisi
            strides: Any = None) -> LVUNet:
     """LV-UNet: MobileNetV3-Large encoder, VanillaNet-style stages and decoder, 2D."""
     return LVUNet(in_channels, num_classes, dims, dims2, act_num)
+
+
+# ============================================================================================ LFU-Net
+def _grouped_conv_bn_relu(cin: int, cout: int, groups: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, groups=groups), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+def _resample(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Max pool by ``1/factor`` (factor < 1 given as its inverse, negative) or bilinear x``factor``."""
+    if factor < 0:
+        return F.max_pool2d(x, -factor)
+    if factor > 1:
+        return F.interpolate(x, scale_factor=float(factor), mode="bilinear", align_corners=True)
+    return x
+
+
+class LFUNet(nn.Module):
+    """LFU-Net: nested full-scale grid of ``levels`` levels, base width ``width``, grouped convs."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 8, groups: int = 8, levels: int = 5) -> None:
+        super().__init__()
+        if width % groups or levels < 4:  # with 3 levels one projection (zp[1]) would never be used
+            raise ValueError(f"LFU-Net needs a width divisible by groups and at least 4 levels, got width={width}, "
+                             f"groups={groups}, levels={levels}")
+        n, g, self.levels = width, groups, levels
+        widths = [n * 2 ** i for i in range(levels)]
+        self.encoder = nn.ModuleList(
+            nn.Sequential(*_grouped_conv_bn_relu(in_channels if i == 0 else widths[i - 1], widths[i], 1 if i == 0 else g),
+                          *_grouped_conv_bn_relu(widths[i], widths[i], g)) for i in range(levels))
+        self.nodes = nn.ModuleDict({
+            f"{i}_{j}": nn.Sequential(*_grouped_conv_bn_relu((i + 2 * j) * n, n, g), *_grouped_conv_bn_relu(n, n, g))
+            for i in range(levels) for j in range(1, levels - i)})
+        # projections to n channels: p[i] for an encoder node at its own level (or one level coarser,
+        # first nested column), zp[i] for an encoder node resampled further; p[0] and zp[0] double as
+        # the shared projections of nested nodes (next to / further from the node), as the reference
+        self.p = nn.ModuleList(nn.Conv2d(w, n, 3, padding=1, groups=g) for w in widths)
+        self.zp = nn.ModuleList(nn.Conv2d(w, n, 3, padding=1, groups=g) for w in widths)
+        self.head = nn.Conv2d(n, num_classes, 1)
+        self.divisible_by = 2 ** (levels - 1)
+        self.deep_supervision = False
+
+    def _node_inputs(self, i: int, j: int, enc: list[torch.Tensor],
+                     nested: dict[tuple[int, int], torch.Tensor]) -> list[torch.Tensor]:
+        inputs = [self.zp[k](_resample(enc[k], -(2 ** (i - k)))) for k in range(i)]  # finer encoder nodes
+        inputs.append(self.p[i](enc[i]))
+        inputs += [self.zp[0](nested[i, m]) for m in range(1, j)]  # same-level nested nodes
+        coarse = _resample(enc[i + j], 2 ** j)
+        inputs.append(self.p[i + 1](coarse) if j == 1 else self.zp[i + j](coarse))
+        for m in range(j - 1, 0, -1):  # nested nodes x(i+m, j-m), upsampled 2**m
+            proj = self.p[0] if m == 1 else self.zp[0]
+            inputs.append(proj(_resample(nested[i + m, j - m], 2 ** m)))
+        return inputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_divisible(x, self.divisible_by, "LFU-Net")
+        enc: list[torch.Tensor] = []
+        nested: dict[tuple[int, int], torch.Tensor] = {}
+        for level in range(self.levels):  # a new encoder level completes one anti-diagonal of the grid
+            enc.append(self.encoder[level](x if level == 0 else F.max_pool2d(enc[-1], 2)))
+            for j in range(1, level + 1):
+                i = level - j
+                nested[i, j] = self.nodes[f"{i}_{j}"](torch.cat(self._node_inputs(i, j, enc, nested), dim=1))
+        outs = [self.head(nested[0, j]) for j in range(1, self.levels)]
+        return sum(outs) / len(outs)
+
+
+@register_model(family="ubench-cnn", spatial_dims=(2,), deep_supervision=False,
+                paper="LFU-Net as implemented in U-Bench (Tan et al., U-Bench, 2025; models/CNN/LFU_Net); no paper "
+                      "text was found to read, the layout and count are the code's",
+                defaults=lambda d: {"width": 8, "groups": 8, "levels": 5},
+                tiny_kwargs={"width": 8, "groups": 2, "levels": 4},
+                extra={"tags": ["cnn", "nested", "lightweight"], "paper_params": None,
+                       "paper_setup": "no paper text found; U-Bench's code (models/CNN/LFU_Net), 3 in, 1 class, "
+                                      "width 8, 8 groups, 5 levels: 47,849 (also summed by hand, layer by layer)",
+                       "divisible_by": 16, "kwargs_note": _PLAN_NOTE})
+def lfunet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
+           width: int = 8, groups: int = 8, levels: int = 5, n_stages: Any = None, features_per_stage: Any = None,
+           kernel_sizes: Any = None, strides: Any = None) -> LFUNet:
+    """LFU-Net: a light nested U-Net with full-scale skips and grouped convolutions, 2D."""
+    return LFUNet(in_channels, num_classes, width, groups, levels)
