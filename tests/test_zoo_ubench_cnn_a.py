@@ -18,7 +18,7 @@ import torch
 from paper_counts import assert_matches_paper, keras_count
 from unetkit.models import count_parameters, create_model, model_info
 
-UBENCH_CNN_A = ("cenet", "doubleunet", "dcunet", "kiunet", "malunet", "lvunet", "cfpnet_m", "lfunet")
+UBENCH_CNN_A = ("cenet", "doubleunet", "dcunet", "kiunet", "malunet", "lvunet", "cfpnet_m", "lfunet", "dcsaunet")
 TAGS = {"cnn", "transformer", "hybrid", "mamba", "rwkv", "mlp", "kan", "xlstm", "attention", "residual", "dense",
         "multiscale", "nested", "recurrent", "lightweight", "pretrainable-encoder"}
 
@@ -85,6 +85,7 @@ PARAMETER_SNAPSHOTS: list[tuple[str, int]] = [
     ("lvunet", 934_545),
     ("cfpnet_m", 648_371),
     ("lfunet", 47_849),
+    ("dcsaunet", 2_598_785),
 ]
 
 

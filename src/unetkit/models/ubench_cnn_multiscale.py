@@ -1,4 +1,5 @@
-"""U-Bench CNNs built around multi-scale blocks: DC-UNet, KiU-Net, CFPNet-M (family ``ubench-cnn``).
+"""U-Bench CNNs built around multi-scale blocks: DC-UNet, KiU-Net, CFPNet-M, DCSAU-Net (family
+``ubench-cnn``).
 
 - ``dcunet``: Lou, Guan, Loew, "DC-UNet: Rethinking the U-Net Architecture with Dual Channel
   Efficient CNN for Medical Images Segmentation", SPIE Medical Imaging 2021 (arXiv:2006.00414),
@@ -36,6 +37,18 @@
   count), and its ``groups`` argument never reaches the convolution (so the convolutions are dense,
   as here). U-Bench's PyTorch port differs (grouped convs, a 3x3 reduction, max-pool widening,
   BN in the decoder: 758,881).
+- ``dcsaunet``: Xu, Ma, He, Duan, "DCSAU-Net: A Deeper and More Compact Split-Attention
+  U-Net for Medical Image Segmentation", Computers in Biology and Medicine 154, 2023
+  (arXiv:2202.00972), Fig. 1-3: a primary feature conservation stem (PFC: 7x7 conv, then a residual
+  7x7 depthwise conv and a 1x1 conv, each followed by ReLU and BN; 64 channels) and compact
+  split-attention (CSA) stages: ResNeSt-style bottlenecks (1x1 conv, a radix-2 split-attention
+  3x3 conv whose second split first adds the first and passes one more grouped 3x3 conv, 1x1 conv to
+  4x the width, residual with a 1x1 conv + BN where the width changes), two per stage, widths 32, 64,
+  128, 128 (x4) down to 1/16 and 64, 32, 16, 16 (x4) back up, bilinear x2 and skip concatenation.
+  Official code: github.com/xq141839/DCSAU-Net ``pytorch_dcsaunet`` (the layout U-Bench ships;
+  the parameter table of the paper could not be read through our tools: the count checked is the
+  code's, 2,598,785 at 3 in, 1 class). The input is zero-padded to a multiple of 16 and the logits
+  cropped. The stem takes ``in_channels`` (U-Bench's copy hard-codes 3).
 
 Reference code was read through the code search; all code here is our own.
 """
@@ -49,6 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unetkit.models.attention_blocks import crop_to, pad_to_multiple
 from unetkit.models.multiresunet import MultiResUNet, multires_widths
 from unetkit.models.registry import register_model
 from unetkit.models.topology import IntOrSeq, Shape
@@ -340,3 +354,136 @@ def cfpnet_m(spatial_dims: int, in_channels: int, num_classes: int, deep_supervi
              kernel_sizes: Any = None, strides: Any = None) -> CFPNetM:
     """CFPNet-M: channel-wise feature pyramid modules with image injection, light-weight, 2D."""
     return CFPNetM(in_channels, num_classes, widths, dilations_1, dilations_2)
+
+
+
+# ============================================================================================ DCSAU-Net
+class PrimaryFeatureConservation(nn.Module):
+    """DCSAU-Net's PFC stem: k x k conv to ``channels``; a residual depthwise k x k conv; a 1x1 conv;
+    each conv followed by ReLU then BN."""
+
+    def __init__(self, in_channels: int, channels: int, kernel: int = 7) -> None:
+        super().__init__()
+
+        def relu_bn(conv: nn.Module) -> nn.Sequential:
+            return nn.Sequential(conv, nn.ReLU(inplace=True), nn.BatchNorm2d(channels))
+
+        self.stem = relu_bn(nn.Conv2d(in_channels, channels, kernel, padding=kernel // 2))
+        self.depthwise = relu_bn(nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=channels))
+        self.pointwise = relu_bn(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        return self.pointwise(self.depthwise(x) + x)
+
+
+class CompactSplitAttention(nn.Module):
+    """DCSAU-Net's split-attention 3x3 conv (radix 2): a grouped 3x3 conv to two splits (BN, ReLU);
+    the second split adds the first and passes another grouped 3x3 conv (BN, ReLU); a channel
+    attention from the pooled sum of both (1x1 conv to max(C/2, 32), BN, ReLU, 1x1 conv to 2C,
+    softmax across the two splits) weights and sums them."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        inter = max(channels * 2 // 4, 32)
+        self.conv = nn.Sequential(nn.Conv2d(channels, 2 * channels, 3, padding=1, groups=2, bias=False),
+                                  nn.BatchNorm2d(2 * channels), nn.ReLU(inplace=True))
+        self.conv2 = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, groups=2, bias=False),
+                                   nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+        self.attention = nn.Sequential(nn.Conv2d(channels, inter, 1), nn.BatchNorm2d(inter), nn.ReLU(inplace=True),
+                                       nn.Conv2d(inter, 2 * channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = torch.chunk(self.conv(x), 2, dim=1)
+        x2 = self.conv2(x2 + x1)
+        weights = self.attention((x1 + x2).mean(dim=(2, 3), keepdim=True))
+        a1, a2 = torch.softmax(weights.view(x.shape[0], 2, -1), dim=1).unbind(1)
+        return a1[:, :, None, None] * x1 + a2[:, :, None, None] * x2
+
+
+class CSABottleneck(nn.Module):
+    """ResNeSt bottleneck with the compact split attention: 1x1 conv to ``width`` (BN, ReLU), split
+    attention, 1x1 conv to 4 x ``width`` (BN), plus the input (through 1x1 conv + BN where the width
+    changes), ReLU. The reference's 3x3 stride-1 average pool after the attention ("avd", in the
+    first block of stages 2-7) is kept."""
+
+    def __init__(self, cin: int, width: int, avd: bool) -> None:
+        super().__init__()
+        cout = 4 * width
+        self.reduce = nn.Sequential(nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.attention = CompactSplitAttention(width)
+        self.avd = avd
+        self.expand = nn.Sequential(nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = (nn.Identity() if cin == cout else
+                         nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.attention(self.reduce(x))
+        if self.avd:
+            y = F.avg_pool2d(y, 3, 1, 1)
+        return F.relu(self.expand(y) + self.shortcut(x))
+
+
+def _csa_stage(cin: int, width: int, blocks: int, avd: bool) -> nn.Sequential:
+    return nn.Sequential(*(CSABottleneck(cin if i == 0 else 4 * width, width, avd and i == 0) for i in range(blocks)))
+
+
+class DCSAUNet(nn.Module):
+    """DCSAU-Net: PFC stem (2 x ``base``), four CSA stages down to 1/8 .. 1/16 (widths ``base`` x 1, 2,
+    4, 4, expansion 4), four CSA stages up (x 2, 1, 1/2, 1/2) after bilinear x2 and concatenation
+    with the skip, 1x1 head. Published: base 32, two bottlenecks per stage."""
+
+    def __init__(self, in_channels: int, num_classes: int, base: int = 32, blocks: int = 2, pfc_kernel: int = 7) -> None:
+        super().__init__()
+        if base < 4 or base % 4:
+            raise ValueError(f"DCSAU-Net needs a base width that is a multiple of 4, got {base}")
+        stem = 2 * base
+        down = [base, 2 * base, 4 * base, 4 * base]
+        up = [2 * base, base, base // 2, base // 2]
+        self.stem = PrimaryFeatureConservation(in_channels, stem, pfc_kernel)
+        ins = [stem] + [4 * w for w in down[:-1]]
+        self.down = nn.ModuleList(_csa_stage(ci, w, blocks, avd=i > 0) for i, (ci, w) in enumerate(zip(ins, down)))
+        skips = [4 * down[2], 4 * down[1], 4 * down[0], stem]
+        up_ins = [4 * down[3]] + [4 * w for w in up[:-1]]
+        self.up = nn.ModuleList(_csa_stage(s + ci, w, blocks, avd=i < 3)
+                                for i, (s, ci, w) in enumerate(zip(skips, up_ins, up)))
+        self.head = nn.Conv2d(4 * up[-1], num_classes, 1)
+        self.divisible_by = 16
+        self.deep_supervision = False
+        for stages in (self.down, self.up):  # the reference initializes its CSA stages so (He normal, fan-out)
+            for m in stages.modules():
+                if isinstance(m, nn.Conv2d):
+                    fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                    nn.init.normal_(m.weight, 0, (2.0 / fan_out) ** 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, size = pad_to_multiple(x, self.divisible_by)
+        y = self.stem(x)
+        skips = [y]
+        for stage in self.down:
+            y = stage(F.max_pool2d(y, 2))
+            skips.append(y)
+        skips.pop()
+        for stage in self.up:
+            y = F.interpolate(y, scale_factor=2.0, mode="bilinear", align_corners=True)
+            y = stage(torch.cat([skips.pop(), y], dim=1))
+        return crop_to(self.head(y), size)
+
+
+@register_model(family="ubench-cnn", spatial_dims=(2,), deep_supervision=False,
+                paper="Xu et al., DCSAU-Net: A Deeper and More Compact Split-Attention U-Net for Medical Image "
+                      "Segmentation, Computers in Biology and Medicine 2023, arXiv:2202.00972 (Fig. 1-3)",
+                defaults=lambda d: {"base": 32, "blocks": 2, "pfc_kernel": 7},
+                # the tiny instance's stem is 1x1 (the reference's PFC takes its kernel size as an
+                # argument too): with 7x7 a few Adam steps do not learn a per-pixel rule on noise
+                tiny_kwargs={"base": 8, "blocks": 1, "pfc_kernel": 1},
+                extra={"tags": ["cnn", "attention", "residual", "multiscale"], "paper_params": None,
+                       "paper_setup": "no count read from the paper; official code (xq141839/DCSAU-Net "
+                                      "pytorch_dcsaunet, as U-Bench ships it), 3 in, 1 class, base 32, two "
+                                      "bottlenecks per stage: 2,598,785",
+                       "divisible_by": 16, "pads_input": True, "kwargs_note": _PLAN_NOTE})
+def dcsaunet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
+             base: int = 32, blocks: int = 2, pfc_kernel: int = 7, n_stages: Any = None,
+             features_per_stage: Any = None, kernel_sizes: Any = None, strides: Any = None) -> DCSAUNet:
+    """DCSAU-Net: primary feature conservation stem and compact split-attention stages, 2D."""
+    return DCSAUNet(in_channels, num_classes, base, blocks, pfc_kernel)
