@@ -28,10 +28,6 @@ def _meta(name: str, cin: int, ncls: int, **kwargs: Any) -> torch.nn.Module:
         return create_model(name, 2, cin, ncls, deep_supervision=False, **kwargs)
 
 
-def _trainable(model: torch.nn.Module) -> int:
-    return count_parameters(model)
-
-
 def _keras_scale_free_conv_bn(model: torch.nn.Module) -> int:
     """Keras' total for the Keras code of DC-UNet and CFPNet-M (MultiResUNet's style): batch-norm moving statistics count, the conv-BN units
     have no BN scale (``scale=False``), and the 1x1 head is conv (no bias) + such a BN (beta and two
@@ -48,22 +44,22 @@ _KIUNET_UNUSED = 2 * (64 * 64 * 9 + 64 + 2 * 64)
 # (name, in_channels, classes, kwargs, how the figure counts, figure as printed, relative tolerance
 #  (0: the printed precision), source and, for a tolerance, its reason)
 PAPER_COUNTS: list[tuple[str, int, int, dict[str, Any], Any, str, float, str]] = [
-    ("cenet", 3, 1, {}, _trainable, "29.00M", 0.0,
+    ("cenet", 3, 1, {}, count_parameters, "29.00M", 0.0,
      "no figure in Gu 2019; official code (Guzaiwang/CE-Net CE_Net_, as U-Bench ships it), 3 in / 1 class"),
-    ("doubleunet", 3, 1, {}, _trainable, "29.3M", 0.0,
+    ("doubleunet", 3, 1, {}, count_parameters, "29.3M", 0.0,
      "Jha 2020 Sec. V (Keras trainable parameters; 3 in, 1 class)"),
     ("dcunet", 3, 1, {}, _keras_scale_free_conv_bn, "10,069,928", 0.0,
      "no figure readable in Lou 2021; official Keras code (AngeLouCN/DC-UNet model.py), 3 in, 1 class"),
     ("kiunet", 3, 1, {}, lambda m: count_parameters(m) + _KIUNET_UNUSED, "291,225", 0.0,
      "no figure read from Valanarasu 2020; official code (KiU-Net-pytorch arch/ae.py kiunet), 3 in, 1 class, "
      "which also holds two CRFB units its forward never uses (ours leaves them out)"),
-    ("malunet", 3, 1, {}, _trainable, "0.177M", 0.006,
+    ("malunet", 3, 1, {}, count_parameters, "0.177M", 0.006,
      "Ruan 2022 Table 1 (3 in, 1 class, c_list 8..64, bridge on); +0.53% (+943), not located: the layout "
      "follows the official code, whose count is ours"),
     ("cfpnet_m", 3, 1, {}, _keras_scale_free_conv_bn, "0.65M", 0.0,
      "Lou 2023 (3 in, 1 class, widths 32..128); the Keras total of the official code, 654,279"),
-    ("cfpnet_m", 3, 1, {}, _trainable, "0.65M", 0.0, "Lou 2023, as trainable parameters (648,371)"),
-    ("lfunet", 3, 1, {}, _trainable, "47,849", 0.0,
+    ("cfpnet_m", 3, 1, {}, count_parameters, "0.65M", 0.0, "Lou 2023, as trainable parameters (648,371)"),
+    ("lfunet", 3, 1, {}, count_parameters, "47,849", 0.0,
      "no paper text found; U-Bench's LFU_Net code summed by hand: encoder 38,496 + nested nodes 4,800 "
      "(72 x 50 input groups + 10 x 120) + projections 2 x 2,272 + head 9"),
 ]

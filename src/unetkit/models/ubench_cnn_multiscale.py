@@ -65,6 +65,7 @@ from torch import nn
 from unetkit.models.attention_blocks import crop_to, pad_to_multiple
 from unetkit.models.multiresunet import MultiResUNet, multires_widths
 from unetkit.models.registry import register_model
+from unetkit.models.ubench_cnn_backbone import conv_bn_relu
 from unetkit.models.topology import IntOrSeq, Shape
 from unetkit.models.unet_classic import ConvNormReLU, norm_layer, resolve_topology, topology_kwargs
 
@@ -147,21 +148,14 @@ def _resize_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=like.shape[2:], mode="bilinear", align_corners=False)
 
 
-class ConvBNReLU(nn.Sequential):
-    """3x3 conv (with bias) -> BN -> ReLU."""
-
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
 class CrossResidualFusion(nn.Module):
     """KiU-Net's CRFB: each branch gets the other's features, through 3x3 conv + BN + ReLU and
     resized to its own size, added."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.ki_to_u = ConvBNReLU(channels, channels)
-        self.u_to_ki = ConvBNReLU(channels, channels)
+        self.ki_to_u = conv_bn_relu(channels, channels)
+        self.u_to_ki = conv_bn_relu(channels, channels)
 
     def forward(self, u: torch.Tensor, ki: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return u + _resize_to(self.ki_to_u(ki), u), ki + _resize_to(self.u_to_ki(u), ki)
