@@ -103,6 +103,9 @@ class MultiResUNet(TopologyNet):
         torch.Size([1, 1, 64, 64])
     """
 
+    #: the block of every level (DC-UNet, ubench_cnn_multiscale.py, swaps in its dual-channel block)
+    block_class: type[nn.Module] = MultiResBlock
+
     def __init__(self, spatial_dims: int, in_channels: int, num_classes: int, topology: Topology,
                  alpha: float = 1.67, norm: str = "batch") -> None:
         super().__init__()
@@ -111,7 +114,7 @@ class MultiResUNet(TopologyNet):
         u, k, s = topology.features_per_stage, topology.kernel_sizes, topology.strides
         enc, paths, ch = [], [], in_channels
         for i in range(n):
-            block = MultiResBlock(spatial_dims, ch, u[i], k[i], norm, alpha)
+            block = self.block_class(spatial_dims, ch, u[i], k[i], norm, alpha)
             enc.append(block)
             ch = block.out_channels
             if i < n - 1:
@@ -123,7 +126,7 @@ class MultiResUNet(TopologyNet):
         ups, dec = [], []
         for i in range(n - 2, -1, -1):
             ups.append(up(ch, u[i], s[i + 1], s[i + 1]))
-            block = MultiResBlock(spatial_dims, 2 * u[i], u[i], k[i], norm, alpha)
+            block = self.block_class(spatial_dims, 2 * u[i], u[i], k[i], norm, alpha)
             dec.append(block)
             ch = block.out_channels
         self.upsample = nn.ModuleList(ups)

@@ -48,6 +48,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "unetkit.models.quicknat",
     "unetkit.models.transformer_3d", "unetkit.models.convnext_3d", "unetkit.models.segmamba",
     "unetkit.models.hybrid_cnn_transformer", "unetkit.models.pvt_decoders", "unetkit.models.efficient_transformer_unets",
+    "unetkit.models.ubench_cnn_backbone", "unetkit.models.ubench_cnn_multiscale", "unetkit.models.ubench_cnn_lightweight",
 )
 
 #: What a registered builder is called with: (spatial_dims, in_channels, num_classes,
