@@ -28,6 +28,9 @@ PAPER_COUNTS: list[tuple[str, int, int, int, dict[str, Any], str, float, str]] =
     ("ukan", 2, 3, 1, {}, "6.35M", 0.0015,
      "Li et al. AAAI 2025, U-KAN Table 1; ours 6,356,689 (+0.11%) would print 6.36M: the paper's figure looks "
      "truncated, no layout difference found against the reference code"),
+    ("cmunet", 2, 3, 1, {}, "49.93M", 0.0,
+     "Tang et al. ISBI 2023 CMU-Net prints none; the authors' CMUNeXt paper (ISBI 2024) Table 1 lists CMU-Net "
+     "at 49.93M (figure as recalled, not re-read here; the official-layout count below is the firm check)"),
 ]
 
 
@@ -61,6 +64,24 @@ def test_ternausnet_count_equals_the_official_layout() -> None:
     assert model_info("ternausnet").extra["paper_params"] is None
 
 
+def test_cmunet_count_equals_the_official_layout() -> None:
+    """CMU-Net's official code (FengheTan9/CMU-Net ``CMUNet``, 3 in, 1 class), counted by hand: double convs
+    with BN, ConvMixer(1024, depth 7, k 7), MSAG gates, nearest-upsampling up-convs, a 1x1 head."""
+    def bn(c: int) -> int:
+        return 2 * c
+
+    def double(a: int, b: int) -> int:
+        return _conv(a, b) + bn(b) + _conv(b, b) + bn(b)
+
+    w = [64, 128, 256, 512, 1024]
+    encoder = sum(double(a, b) for a, b in zip([3] + w[:-1], w))
+    mixer = 7 * (1024 * 49 + 1024 + bn(1024) + _conv(1024, 1024, 1) + bn(1024))
+    gates = sum(_conv(c, c, 1) + _conv(c, c) * 2 + 3 * bn(c) + _conv(3 * c, c, 1) + bn(c) for c in w[:-1])
+    decoder = sum(_conv(w[i + 1], w[i]) + bn(w[i]) + double(2 * w[i], w[i]) for i in range(4))
+    official = encoder + mixer + gates + decoder + _conv(64, 1, 1)
+    assert count_parameters(_meta("cmunet", 2, 3, 1)) == official == 49_932_353
+
+
 def test_parameter_count_snapshots() -> None:
     """Our exact counts (docs/models.md): they flag a changed layout, they are no evidence of correctness."""
     assert count_parameters(_meta("tinyunet", 2, 3, 1)) == 481_105
@@ -69,17 +90,19 @@ def test_parameter_count_snapshots() -> None:
     assert count_parameters(_meta("rolling_unet_m", 2, 3, 1)) == 7_096_353
     assert count_parameters(_meta("rolling_unet_l", 2, 3, 1)) == 28_320_833
     assert count_parameters(_meta("ukan", 2, 3, 1)) == 6_356_689
+    assert count_parameters(_meta("cmunet", 2, 3, 1)) == 49_932_353
 
 
 def test_every_variant_declares_the_zoo_metadata() -> None:
-    for name in ("ternausnet", "tinyunet", "ulite", "rolling_unet_s", "rolling_unet_m", "rolling_unet_l", "ukan"):
+    for name in ("ternausnet", "tinyunet", "ulite", "rolling_unet_s", "rolling_unet_m", "rolling_unet_l", "ukan",
+                 "cmunet"):
         extra = model_info(name).extra
         assert extra["tags"] and isinstance(extra["divisible_by"], int) and extra["paper_setup"]
         assert "paper_params" in extra
 
 
 @pytest.mark.parametrize("name,dims", [("ternausnet", 2), ("tinyunet", 3), ("ulite", 2), ("rolling_unet_s", 2),
-                                       ("ukan", 2)])
+                                       ("ukan", 2), ("cmunet", 3)])
 def test_odd_patch_is_padded_and_cropped(name: str, dims: int) -> None:
     """A patch that is no multiple of the network's downsampling comes back at its own size."""
     patch = (20, 44) if dims == 2 else (12, 20, 12)
