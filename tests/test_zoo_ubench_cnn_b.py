@@ -82,6 +82,41 @@ def test_cmunet_count_equals_the_official_layout() -> None:
     assert count_parameters(_meta("cmunet", 2, 3, 1)) == official == 49_932_353
 
 
+def _ukan_official(cin: int, ncls: int, e: list[int], residual: bool) -> int:
+    """U-KAN's / ResU-KAN's reference layout (U-KAN ``archs.py``, U-Bench ``ResU_KAN.py``), counted by hand."""
+    def bn(c: int) -> int:
+        return 2 * c
+
+    def ema(c: int) -> int:
+        g = c // (32 if c > 32 else c // 2)
+        return 2 * g + _conv(g, g, 1) + _conv(g, g)
+
+    def stage(a: int, b: int, widen_first: bool) -> int:
+        mid = b if widen_first else a
+        n = _conv(a, mid) + bn(mid) + _conv(mid, b) + bn(b)
+        return n + (ema(b) + (_conv(a, b, 1) if a != b else 0) if residual else 0)
+
+    def kan_block(c: int) -> int:  # LayerNorm, 3 x (KANLinear without bias + depthwise conv + BN)
+        return 2 * c + 3 * (10 * c * c + 9 * c + c + bn(c))
+
+    encoder = sum(stage(a, b, True) for a, b in [(cin, e[0] // 8), (e[0] // 8, e[0] // 4), (e[0] // 4, e[0])])
+    embeds = _conv(e[0], e[1]) + 2 * e[1] + _conv(e[1], e[2]) + 2 * e[2]
+    tokens = kan_block(e[1]) * 2 + kan_block(e[2]) + kan_block(e[0]) + 2 * (2 * e[1] + e[2] + e[0])
+    up = [e[2], e[1], e[0], e[0] // 4, e[0] // 8, e[0] // 8]
+    decoder = sum(stage(up[i], up[i + 1], False) for i in range(5))
+    c = e[2]
+    aspp = (_conv(c, c, 1) + bn(c)) * 2 + (_conv(c, c) + bn(c)) * 3 + _conv(5 * c, c, 1) + bn(c)
+    return encoder + embeds + tokens + decoder + _conv(e[0] // 8, ncls, 1) + (aspp if residual else 0)
+
+
+def test_kan_counts_equal_the_official_layouts() -> None:
+    """U-KAN (embed dims 128, 160, 256; its paper's 6.35M is checked above) and ResU-KAN (U-Bench's code, embed
+    dims 256, 320, 512: the paper's count was not reachable), 3 in, 1 class."""
+    assert count_parameters(_meta("ukan", 2, 3, 1)) == _ukan_official(3, 1, [128, 160, 256], False)
+    assert count_parameters(_meta("resukan", 2, 3, 1)) == _ukan_official(3, 1, [256, 320, 512], True)
+    assert model_info("resukan").extra["paper_params"] is None
+
+
 def test_parameter_count_snapshots() -> None:
     """Our exact counts (docs/models.md): they flag a changed layout, they are no evidence of correctness."""
     assert count_parameters(_meta("tinyunet", 2, 3, 1)) == 481_105
@@ -91,11 +126,12 @@ def test_parameter_count_snapshots() -> None:
     assert count_parameters(_meta("rolling_unet_l", 2, 3, 1)) == 28_320_833
     assert count_parameters(_meta("ukan", 2, 3, 1)) == 6_356_689
     assert count_parameters(_meta("cmunet", 2, 3, 1)) == 49_932_353
+    assert count_parameters(_meta("resukan", 2, 3, 1)) == 34_567_745
 
 
 def test_every_variant_declares_the_zoo_metadata() -> None:
     for name in ("ternausnet", "tinyunet", "ulite", "rolling_unet_s", "rolling_unet_m", "rolling_unet_l", "ukan",
-                 "cmunet"):
+                 "resukan", "cmunet"):
         extra = model_info(name).extra
         assert extra["tags"] and isinstance(extra["divisible_by"], int) and extra["paper_setup"]
         assert "paper_params" in extra

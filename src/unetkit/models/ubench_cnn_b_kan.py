@@ -161,3 +161,92 @@ def ukan(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision
          kernel_sizes: Any = None, strides: Any = None) -> UKAN:
     """U-KAN: conv stages, then tokenized KAN (Kolmogorov-Arnold) stages at 1/16 and 1/32 (2D)."""
     return UKAN(in_channels, num_classes, widths or (128, 160, 256))
+
+
+# ============================================================================================ ResU-KAN
+class EMA(nn.Module):
+    """Efficient multi-scale attention (Ouyang et al., "Efficient Multi-Scale Attention Module with Cross-Spatial
+    Learning", ICASSP 2023), 2D. The channels are split into ``groups``; in each group a 1x1 conv over the
+    height- and width-pooled maps gives two sigmoid gates (then GroupNorm), a 3x3 conv gives a second branch;
+    each branch's globally pooled softmax weights the other branch's map, and the sum gates the input."""
+
+    def __init__(self, channels: int, groups: int) -> None:
+        super().__init__()
+        if channels % groups:
+            raise ValueError(f"EMA: {channels} channels do not split into {groups} groups")
+        self.groups = groups
+        c = channels // groups
+        self.norm = nn.GroupNorm(c, c)
+        self.conv1 = nn.Conv2d(c, c, 1)
+        self.conv3 = nn.Conv2d(c, c, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, ch, h, w = x.shape
+        g = x.reshape(b * self.groups, ch // self.groups, h, w)
+        pooled = self.conv1(torch.cat((g.mean(3, keepdim=True), g.mean(2, keepdim=True).transpose(2, 3)), dim=2))
+        gate_h, gate_w = torch.split(pooled, [h, w], dim=2)
+        x1 = self.norm(g * gate_h.sigmoid() * gate_w.transpose(2, 3).sigmoid())
+        x2 = self.conv3(g)
+
+        def pooled_softmax(t: torch.Tensor) -> torch.Tensor:  # (bg, 1, c)
+            return torch.softmax(t.mean((2, 3)), dim=-1).unsqueeze(1)
+
+        weights = pooled_softmax(x1) @ x2.flatten(2) + pooled_softmax(x2) @ x1.flatten(2)  # (bg, 1, h*w)
+        return (g * weights.reshape(-1, 1, h, w).sigmoid()).reshape(b, ch, h, w)
+
+
+class ResidualEMAStage(nn.Module):
+    """ResU-KAN's residual conv stage: 3x3 conv -> BN -> ReLU -> 3x3 conv -> BN -> EMA, plus the input (through a
+    1x1 conv when the width changes). ``widen_first``: the decoder variant keeps the input width in the first
+    conv. EMA uses 32 groups above 32 channels, else ``channels / 2`` (groups of 2), as the reference."""
+
+    def __init__(self, cin: int, cout: int, widen_first: bool = True) -> None:
+        super().__init__()
+        mid = cout if widen_first else cin
+        self.body = nn.Sequential(nn.Conv2d(cin, mid, 3, 1, 1), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+                                  nn.Conv2d(mid, cout, 3, 1, 1), nn.BatchNorm2d(cout),
+                                  EMA(cout, 32 if cout > 32 else max(cout // 2, 1)))
+        self.shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.shortcut(x)
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling (Chen et al., DeepLab v3, 2017): 1x1 and dilated 3x3 (6, 12, 18) conv + BN +
+    ReLU branches and an image-pooling branch (1x1 conv + BN + ReLU, upsampled), concatenated, 1x1 conv + BN + ReLU."""
+
+    def __init__(self, cin: int, cout: int, dilations: Sequence[int] = (6, 12, 18)) -> None:
+        super().__init__()
+
+        def branch(k: int, d: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, k, 1, d if k == 3 else 0, dilation=d), nn.BatchNorm2d(cout),
+                                 nn.ReLU())
+
+        self.branches = nn.ModuleList([branch(1, 1)] + [branch(3, d) for d in dilations])
+        self.image_pool = branch(1, 1)
+        self.project = nn.Sequential(nn.Conv2d(cout * (len(dilations) + 2), cout, 1), nn.BatchNorm2d(cout), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.image_pool(x.mean((2, 3), keepdim=True)).expand(-1, -1, *x.shape[2:])
+        return self.project(torch.cat([b(x) for b in self.branches] + [pooled], dim=1))
+
+
+@register_model(family="ubench_kan", spatial_dims=(2,), deep_supervision=False,
+                paper="ResU-KAN: a medical image segmentation model integrating residual convolutional attention and "
+                      "atrous spatial pyramid pooling, Applied Intelligence 2025 (doi:10.1007/s10489-025-06467-5); "
+                      "layout of U-Bench models/CNN/ResU_KAN (the paper's count was not reachable)",
+                defaults=lambda d: {"widths": [256, 320, 512]},
+                tiny_kwargs={"widths": [32, 32, 32]},
+                extra={"tags": ["kan", "cnn", "residual", "attention", "multiscale"], "divisible_by": 32,
+                       "pads_input": True, "paper_params": None,
+                       "paper_setup": "paper not reachable here; U-Bench's code (models/CNN/ResU_KAN, embed dims "
+                                      "256,320,512, ASPP 512), 3 in / 1 class, counted by hand in the test",
+                       "kwargs_note": PLAN_NOTE})
+def resukan(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
+            widths: Sequence[int] | None = None, n_stages: Any = None, features_per_stage: Any = None,
+            kernel_sizes: Any = None, strides: Any = None) -> UKAN:
+    """ResU-KAN: U-KAN with residual EMA-attention conv stages and an ASPP bottleneck (2D)."""
+    w = list(widths or (256, 320, 512))
+    return UKAN(in_channels, num_classes, w, conv_stage=lambda a, b: ResidualEMAStage(a, b),
+                decoder_stage=lambda a, b: ResidualEMAStage(a, b, widen_first=False), bottleneck=ASPP(w[2], w[2]))
