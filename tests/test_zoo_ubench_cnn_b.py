@@ -117,6 +117,27 @@ def test_kan_counts_equal_the_official_layouts() -> None:
     assert model_info("resukan").extra["paper_params"] is None
 
 
+def test_unetv2_count_equals_the_reference_layout() -> None:
+    """U-Net v2 (yaoppeng/U-Net_v2 ``UNetV2``, channel 32, 3 in, 1 class) counted by hand: PVT v2-B2 without a
+    classification head (24,849,856, the 25.36M of PVT v2-B2 less its 1000-class head), CBAM, 1x1 conv + BN
+    translayers, four SDI modules, three 4x4 transposed convs (the reference's unused fourth is left out) and
+    four 1x1 heads."""
+    dims, depths, mlp, sr = [64, 128, 320, 512], [3, 4, 6, 3], [8, 8, 4, 4], [8, 4, 2, 1]
+    encoder, cin = 0, 3
+    for i, d in enumerate(dims):
+        k, h = (7 if i == 0 else 3), d * mlp[i]
+        encoder += _conv(cin, d, k) + 2 * d + 2 * d  # patch embedding + its LayerNorm, the stage's LayerNorm
+        reduce = _conv(d, d, sr[i]) + 2 * d if sr[i] > 1 else 0
+        block = 4 * d + (d * d + d) + (2 * d * d + 2 * d) + (d * d + d) + reduce + (d * h + h) + 10 * h + (h * d + d)
+        encoder += depths[i] * block
+        cin = d
+    assert encoder == 24_849_856
+    c = 32
+    decoder = sum(2 * (d * (d // 16)) + 2 * 49 + d * c + 2 * c for d in dims) + 4 * 4 * _conv(c, c)
+    decoder += 3 * c * c * 16 + 4 * _conv(c, 1, 1)
+    assert count_parameters(_meta("unetv2", 2, 3, 1)) == encoder + decoder == 25_128_652
+
+
 def test_parameter_count_snapshots() -> None:
     """Our exact counts (docs/models.md): they flag a changed layout, they are no evidence of correctness."""
     assert count_parameters(_meta("tinyunet", 2, 3, 1)) == 481_105
@@ -127,24 +148,31 @@ def test_parameter_count_snapshots() -> None:
     assert count_parameters(_meta("ukan", 2, 3, 1)) == 6_356_689
     assert count_parameters(_meta("cmunet", 2, 3, 1)) == 49_932_353
     assert count_parameters(_meta("resukan", 2, 3, 1)) == 34_567_745
+    assert count_parameters(_meta("unetv2", 2, 3, 1)) == 25_128_652
 
 
 def test_every_variant_declares_the_zoo_metadata() -> None:
     for name in ("ternausnet", "tinyunet", "ulite", "rolling_unet_s", "rolling_unet_m", "rolling_unet_l", "ukan",
-                 "resukan", "cmunet"):
+                 "resukan", "cmunet", "unetv2"):
         extra = model_info(name).extra
         assert extra["tags"] and isinstance(extra["divisible_by"], int) and extra["paper_setup"]
         assert "paper_params" in extra
 
 
 @pytest.mark.parametrize("name,dims", [("ternausnet", 2), ("tinyunet", 3), ("ulite", 2), ("rolling_unet_s", 2),
-                                       ("ukan", 2), ("cmunet", 3)])
+                                       ("ukan", 2), ("cmunet", 3), ("unetv2", 2)])
 def test_odd_patch_is_padded_and_cropped(name: str, dims: int) -> None:
     """A patch that is no multiple of the network's downsampling comes back at its own size."""
     patch = (20, 44) if dims == 2 else (12, 20, 12)
     model = create_model(name, dims, 1, 2, deep_supervision=False, **model_info(name).tiny_kwargs).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 1, *patch)).shape == (1, 2, *patch)
+
+
+def test_unetv2_deep_supervision_levels() -> None:
+    model = create_model("unetv2", 2, 1, 2, **model_info("unetv2").tiny_kwargs)
+    outs = model(torch.randn(2, 1, 64, 96))
+    assert [tuple(o.shape[2:]) for o in outs] == [(64, 96), (8, 12), (4, 6), (2, 3)]
 
 
 def test_roll_channels_equals_torch_roll_per_channel() -> None:

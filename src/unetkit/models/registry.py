@@ -46,7 +46,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "unetkit.models.segresnet", "unetkit.models.vnet", "unetkit.models.highresnet",
     "unetkit.models.quicknat",
     "unetkit.models.ubench_cnn_b_light", "unetkit.models.ubench_cnn_b_mlp",
-    "unetkit.models.ubench_cnn_b_kan", "unetkit.models.ubench_cnn_b_attention",
+    "unetkit.models.ubench_cnn_b_kan", "unetkit.models.ubench_cnn_b_attention", "unetkit.models.ubench_cnn_b_unetv2",
 )
 
 #: What a registered builder is called with: (spatial_dims, in_channels, num_classes,
