@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import torch
-
 from paper_counts import assert_matches_paper, printed_figure
+
 from unetkit.models import count_parameters, create_model, model_info
 
 # (name, dims, in, classes, kwargs, figure as printed, relative tolerance, source and, for a tolerance, why)
@@ -26,11 +26,11 @@ PAPER_COUNTS: list[tuple[str, int, int, int, dict[str, Any], str, float, str]] =
     ("rolling_unet_m", 2, 3, 1, {}, "7.10M", 0.0, "Liu et al. AAAI 2024, Rolling-Unet Table 1 (M)"),
     ("rolling_unet_l", 2, 3, 1, {}, "28.32M", 0.0, "Liu et al. AAAI 2024, Rolling-Unet Table 1 (L)"),
     ("ukan", 2, 3, 1, {}, "6.35M", 0.0015,
-     "Li et al. AAAI 2025, U-KAN Table 1; ours 6,356,689 (+0.11%) would print 6.36M: the paper's figure looks "
-     "truncated, no layout difference found against the reference code"),
+     ("Li et al. AAAI 2025, U-KAN Table 1; ours 6,356,689 (+0.11%) would print 6.36M: the paper's figure looks "
+      "truncated, no layout difference found against the reference code")),
     ("cmunet", 2, 3, 1, {}, "49.93M", 0.0,
-     "Tang et al. ISBI 2023 CMU-Net prints none; the authors' CMUNeXt paper (ISBI 2024) Table 1 lists CMU-Net "
-     "at 49.93M (figure as recalled, not re-read here; the official-layout count below is the firm check)"),
+     ("Tang et al. ISBI 2023 CMU-Net prints none; the authors' CMUNeXt paper (ISBI 2024) Table 1 lists CMU-Net "
+      "at 49.93M (figure as recalled, not re-read here; the official-layout count below is the firm check)")),
 ]
 
 

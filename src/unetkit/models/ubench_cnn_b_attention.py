@@ -26,10 +26,17 @@ from torch import nn
 from unetkit.models.blocks import conv_class
 from unetkit.models.lightweight import _Residual
 from unetkit.models.registry import register_model
-from unetkit.models.ubench_cnn_b_common import (PLAN_NOTE, DoubleConv, batch_norm_class, crop_to, max_pool2,
-                                                pad_input, up2)
+from unetkit.models.ubench_cnn_b_common import (
+    PLAN_NOTE,
+    DoubleConv,
+    batch_norm_class,
+    crop_to,
+    pad_input,
+    pooled_encoder,
+    up2,
+)
 
-__all__ = ["CMUNet", "MSAG", "cmunet"]
+__all__ = ["MSAG", "CMUNet", "cmunet"]
 
 
 class MSAG(nn.Module):
@@ -95,10 +102,7 @@ class CMUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, size = pad_input(x, self.divisor)
-        skips = []
-        for i, stage in enumerate(self.encoder):
-            x = stage(x if i == 0 else max_pool2(x))
-            skips.append(x)
+        skips = pooled_encoder(self.encoder, x)
         x = self.mixer(skips.pop())
         skips = [gate(s) for gate, s in zip(self.gates, skips)]
         for up, stage in zip(self.up, self.decoder):

@@ -6,13 +6,14 @@
   width for the first convolution and changes it in the second.
 - :class:`TokenEmbed`: overlapping patch embedding (3x3 conv, optional GELU, LayerNorm over channels).
 - :func:`up2`, :func:`max_pool2`, :func:`batch_norm_class`: resampling and norm helpers for 2D/3D.
+- :func:`pooled_encoder`: stages with a max-pool between them, every output kept as a skip.
+- :func:`init_token_mixer_`: UNeXt's initialisation (``lightweight._unext_init``), which Rolling-UNet, U-KAN
+  and PVT reuse.
 - :func:`pad_input` / :func:`crop_to`: fixed-depth designs pad a patch to their multiple and crop
   the logits, so every plan patch works (``extra["pads_input"]``).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +22,21 @@ from torch import nn
 from unetkit.models.attention_blocks import crop_to, pad_to_multiple
 from unetkit.models.blocks import conv_class
 from unetkit.models.lightweight import ChannelLayerNorm, batch_norm_class
+from unetkit.models.lightweight import _unext_init as init_token_mixer_
 
-__all__ = ["DoubleConv", "WideningDoubleConv", "TokenEmbed", "up2", "max_pool2", "batch_norm_class", "pad_input",
-           "crop_to", "PLAN_NOTE", "init_token_mixer_"]
+__all__ = [
+    "PLAN_NOTE",
+    "DoubleConv",
+    "TokenEmbed",
+    "WideningDoubleConv",
+    "batch_norm_class",
+    "crop_to",
+    "init_token_mixer_",
+    "max_pool2",
+    "pad_input",
+    "pooled_encoder",
+    "up2",
+]
 
 #: What the fixed designs do with the plan's topology keywords.
 PLAN_NOTE = ("fixed design: the plan keywords n_stages, features_per_stage, kernel_sizes, strides are accepted "
@@ -33,6 +46,16 @@ PLAN_NOTE = ("fixed design: the plan keywords n_stages, features_per_stage, kern
 def pad_input(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, ...]]:
     """``x`` zero-padded at the end of each spatial axis to a multiple of ``multiple``; the original size."""
     return pad_to_multiple(x, multiple)
+
+
+def pooled_encoder(stages: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
+    """The outputs of ``stages`` applied in turn, with a 2x max-pool before every stage but the first
+    (a U-Net encoder whose stages keep their size); the last output is the deepest map."""
+    outs = []
+    for i, stage in enumerate(stages):
+        x = stage(x if i == 0 else max_pool2(x))
+        outs.append(x)
+    return outs
 
 
 def max_pool2(x: torch.Tensor) -> torch.Tensor:
@@ -82,21 +105,3 @@ class TokenEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.act(self.proj(x)))
-
-
-def init_token_mixer_(m: nn.Module) -> None:
-    """The UNeXt-family initialization (UNeXt, Rolling-UNet, U-KAN ``_init_weights``): linear layers
-    truncated normal (std 0.02) with zero bias, LayerNorm 1/0, 2D convolutions normal(0, sqrt(2 / fan_out))
-    with zero bias."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.Conv2d):
-        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-        nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)

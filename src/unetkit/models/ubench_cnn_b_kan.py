@@ -30,8 +30,17 @@ from torch import nn
 
 from unetkit.models.lightweight import ChannelLayerNorm
 from unetkit.models.registry import register_model
-from unetkit.models.ubench_cnn_b_common import (PLAN_NOTE, DoubleConv, TokenEmbed, WideningDoubleConv, crop_to,
-                                                init_token_mixer_, max_pool2, pad_input, up2)
+from unetkit.models.ubench_cnn_b_common import (
+    PLAN_NOTE,
+    DoubleConv,
+    TokenEmbed,
+    WideningDoubleConv,
+    crop_to,
+    init_token_mixer_,
+    max_pool2,
+    pad_input,
+    up2,
+)
 
 
 class KANLinear(nn.Module):

@@ -29,7 +29,15 @@ from torch import nn
 
 from unetkit.models.blocks import conv_class
 from unetkit.models.registry import register_model
-from unetkit.models.ubench_cnn_b_common import PLAN_NOTE, batch_norm_class, crop_to, max_pool2, pad_input, up2
+from unetkit.models.ubench_cnn_b_common import (
+    PLAN_NOTE,
+    batch_norm_class,
+    crop_to,
+    max_pool2,
+    pad_input,
+    pooled_encoder,
+    up2,
+)
 
 
 def _check_widths(name: str, widths: Sequence[int], count: int, multiple: int = 1) -> list[int]:
@@ -89,11 +97,8 @@ class TernausNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, size = pad_input(x, 32)
-        skips = []
-        for i, block in enumerate(self.encoder):
-            x = block(x if i == 0 else max_pool2(x))
-            skips.append(x)
-        x = self.center(max_pool2(x))
+        skips = pooled_encoder(self.encoder, x)
+        x = self.center(max_pool2(skips[-1]))
         for block in self.decoder:
             x = block(torch.cat((x, skips.pop()), dim=1))
         return crop_to(self.head(x), size)

@@ -34,8 +34,18 @@ from torch import nn
 
 from unetkit.models.lightweight import ChannelLayerNorm
 from unetkit.models.registry import register_model
-from unetkit.models.ubench_cnn_b_common import (PLAN_NOTE, DoubleConv, TokenEmbed, WideningDoubleConv, crop_to,
-                                                init_token_mixer_, max_pool2, pad_input, up2)
+from unetkit.models.ubench_cnn_b_common import (
+    PLAN_NOTE,
+    DoubleConv,
+    TokenEmbed,
+    WideningDoubleConv,
+    crop_to,
+    init_token_mixer_,
+    max_pool2,
+    pad_input,
+    pooled_encoder,
+    up2,
+)
 
 
 def roll_channels(x: torch.Tensor, axis: int, sign: int = 1) -> torch.Tensor:
@@ -115,11 +125,8 @@ class RollingUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, size = pad_input(x, 16)
-        skips = []
-        for i, stage in enumerate(self.encoder):
-            x = stage(x if i == 0 else max_pool2(x))
-            skips.append(x)
-        t4 = self.norm4(self.lo2_4(self.embed4(max_pool2(x))))
+        skips = pooled_encoder(self.encoder, x)
+        t4 = self.norm4(self.lo2_4(self.embed4(max_pool2(skips[-1]))))
         x = self.norm5(self.lo2_5(self.embed5(max_pool2(t4))))
         x = up2(self.unembed5(x)) + t4
         x = up2(self.up4(self.norm_up4(self.lo2_up4(x))))

@@ -31,7 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from unetkit.models.registry import register_model
-from unetkit.models.ubench_cnn_b_common import PLAN_NOTE, crop_to, init_token_mixer_, pad_input
+from unetkit.models.ubench_cnn_b_common import (
+    PLAN_NOTE,
+    crop_to,
+    init_token_mixer_,
+    pad_input,
+)
 
 
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -78,7 +83,7 @@ class ConvMlp(nn.Module):
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         y = self.fc1(x)
-        b, n, c = y.shape
+        b, _, c = y.shape
         y = self.dwconv(y.transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2)
         return self.fc2(F.gelu(y))
 
