@@ -49,6 +49,8 @@ FAMILY_MODULES: tuple[str, ...] = (
     "unetkit.models.transformer_3d", "unetkit.models.convnext_3d", "unetkit.models.segmamba",
     "unetkit.models.hybrid_cnn_transformer", "unetkit.models.pvt_decoders", "unetkit.models.efficient_transformer_unets",
     "unetkit.models.ubench_cnn_backbone", "unetkit.models.ubench_cnn_multiscale", "unetkit.models.ubench_cnn_lightweight",
+    "unetkit.models.ubench_cnn_b_light", "unetkit.models.ubench_cnn_b_mlp",
+    "unetkit.models.ubench_cnn_b_kan", "unetkit.models.ubench_cnn_b_attention", "unetkit.models.ubench_cnn_b_unetv2",
 )
 
 #: What a registered builder is called with: (spatial_dims, in_channels, num_classes,
