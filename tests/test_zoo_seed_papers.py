@@ -100,10 +100,34 @@ def test_unetpp_efficientnet_odd_patch_is_padded_and_cropped() -> None:
         assert model(torch.randn(1, 1, 45, 70)).shape == (1, 2, 45, 70)
 
 
+# ------------------------------------------------------------------ MBDRes-U-Net
+def test_mbdres_unet_matches_the_reference_code_layout() -> None:
+    """The reference ``MBDResUNet(c=4, groups=8, num_classes=4)``: every MBDRes block of the first two
+    encoder stages has three dilated branches (1, 2, 3) and three learnable weights; the third stage
+    and the decoder use single-branch blocks; the reference's unused ``sca1`` (296) is not built."""
+    from unetkit.models.seed_cnn import MultiBranchResBlock
+    model = _meta("mbdres_unet", 3, 4, 4)
+    blocks = [m for m in model.modules() if isinstance(m, MultiBranchResBlock)]
+    assert [len(b.branches) for b in blocks] == [3] * 6 + [1] * 3 + [1] * 3
+    assert [b.branches[0][2].groups for b in blocks] == [8] * 12
+    assert [tuple(b.branches[i][2].dilation) for b in blocks[:1] for i in range(3)] == [(1,) * 3, (2,) * 3, (3,) * 3]
+    assert count_parameters(model.attention) == (2 * 1 + 1) + (1 * 2 + 2) + 2  # SCA3D(4): Linear 2-1-2, conv 2->1
+
+
+def test_mbdres_unet_fused_attention_interleaves_halves_for_any_channel_count() -> None:
+    for channels, order in ((4, [0, 2, 1, 3]), (3, [0, 1, 2]), (1, [0]), (5, [0, 2, 1, 3, 4])):
+        model = create_model("mbdres_unet", 3, channels, 2, **model_info("mbdres_unet").tiny_kwargs).eval()
+        assert model.attention.shuffle.tolist() == order
+        with torch.no_grad():
+            assert model(torch.randn(1, channels, 20, 16, 12)).shape == (1, 2, 20, 16, 12)
+
+
 # Snapshots of our own exact counts at each model's default configuration (docs/models.md quotes them).
 PARAMETER_SNAPSHOTS: list[tuple[str, int, int, int, dict[str, Any], int]] = [
     ("unetpp_efficientnet_b0", 2, 3, 1, {}, 6_157_421),
     ("unetpp_efficientnet_b0", 2, 3, 1, {"compound_coefficient": 4}, 20_006_713),
+    # MBDRes-U-Net: the paper's count was not reached; the reference code's configuration (4 in, 4 classes)
+    ("mbdres_unet", 3, 4, 4, {}, 3_870_939),
 ]
 
 
