@@ -122,12 +122,28 @@ def test_mbdres_unet_fused_attention_interleaves_halves_for_any_channel_count() 
             assert model(torch.randn(1, channels, 20, 16, 12)).shape == (1, 2, 20, 16, 12)
 
 
+# ------------------------------------------------------------------ DRU-Net
+def test_drunet_blocks_sum_and_concatenate() -> None:
+    """Each encoder level hands on twice its width (ResNet sum, then concatenation with its input),
+    as the reference's ``_DownSampling``; the decoder joins 2f skip + f upsampled channels."""
+    model = create_model("drunet", 2, 1, 2).eval()
+    x = torch.randn(1, 16, 32, 32)
+    with torch.no_grad():
+        out = model.encoder[0](x)
+    assert out.shape == (1, 32, 32, 32) and torch.equal(out[:, 16:], x)
+    assert [b.conv1.in_channels for b in model.decoder] == [3 * 128, 3 * 64, 3 * 32, 3 * 16]
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 50, 36)).shape == (1, 2, 50, 36)
+
+
 # Snapshots of our own exact counts at each model's default configuration (docs/models.md quotes them).
 PARAMETER_SNAPSHOTS: list[tuple[str, int, int, int, dict[str, Any], int]] = [
     ("unetpp_efficientnet_b0", 2, 3, 1, {}, 6_157_421),
     ("unetpp_efficientnet_b0", 2, 3, 1, {"compound_coefficient": 4}, 20_006_713),
     # MBDRes-U-Net: the paper's count was not reached; the reference code's configuration (4 in, 4 classes)
     ("mbdres_unet", 3, 4, 4, {}, 3_870_939),
+    # DRU-Net: the paper's count was not reached; the reference code's example (2D, 1 in, 2 classes, 5 levels, 16)
+    ("drunet", 2, 1, 2, {}, 3_113_248),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Convolutional U-Nets of the seed papers (family ``seed_cnn``): MBDRes-U-Net.
+"""Convolutional U-Nets of the seed papers (family ``seed_cnn``): MBDRes-U-Net, DRU-Net.
 
 - ``mbdres_unet``: Shen, Hou, Chen, Diao, Duan, "MBDRes-U-Net: Multi-Scale Lightweight Brain Tumor
   Segmentation Network", arXiv:2411.01896, 2024 (3D, BraTS 2018/2019). Reference code: the authors'
@@ -29,6 +29,26 @@
   cropped. 3D only (the paper is 3D; its 3x3x1 kernels are volumetric). No deep supervision.
   We did not reach the paper's text beyond its abstract, so its printed parameter count is not
   known to us; the test records our count as a labelled snapshot.
+
+- ``drunet``: Jafari, Auer, Francis, Zheng, Chen, "DRU-Net: An Efficient Deep Convolutional Neural
+  Network for Medical Image Segmentation", ISBI 2020 (arXiv:2004.13453), Fig. 1-2. Reference code:
+  github.com/MinaJf/DRU-net ``nets_tf/DRUnet2D.py`` (TensorFlow), configuration of its
+  ``example_train.py``: 5 levels, root width 16, 1 input channel, 2 classes, drop-out 0. Layout:
+
+  * a 7x7 convolution (with bias) to the root width;
+  * per level (width ``f = 16 * 2**l``, max-pool 2 between levels) a "dense residual" block:
+    ``x1 = BN(conv3x3(x))``, ``y = BN(conv3x3(ReLU(x1)))``, ``ReLU(y + x1 + x)`` concatenated with
+    ``x`` (so each level hands ``2f`` channels on: the ResNet sum and the DenseNet concatenation);
+  * per decoder level a 3x3 stride-2 transposed convolution to ``f`` + BN + ReLU, concatenation
+    with the skip (``3f``), then ``ReLU(BN(conv3x3(ReLU(x1))) + x1 + BN(conv1x1(input)))`` with
+    ``x1 = BN(conv3x3(input))``;
+  * a 1x1 convolution without bias to the classes.
+
+  Differences: the reference applies a ReLU to the logits (not done: unetkit's networks return
+  logits for a softmax, a clamped logit cannot go below 0); batch norm eps 1e-3 as TensorFlow's.
+  The paper's parameter figure was not reachable to us; our count is recorded as a snapshot.
+  2D (the paper) and 3D (the same layers with 3D convolutions); a patch that is not a multiple of
+  ``2**(levels-1)`` is zero-padded and the logits cropped. No deep supervision.
 """
 
 from __future__ import annotations
@@ -41,6 +61,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from unetkit.models.attention_blocks import crop_to, pad_to_multiple
+from unetkit.models.blocks import conv_class, transposed_conv_class
+from unetkit.models.lightweight import batch_norm_class
 from unetkit.models.registry import register_model
 
 MBDRES_PAPER = ("Shen et al., MBDRes-U-Net: Multi-Scale Lightweight Brain Tumor Segmentation Network, "
@@ -199,3 +221,118 @@ def mbdres_unet(spatial_dims: int, in_channels: int, num_classes: int, deep_supe
     """MBDRes-U-Net: 3D U-Net of multi-branch residual blocks with adaptive-weighted dilated branches."""
     del spatial_dims, deep_supervision, n_stages, features_per_stage, kernel_sizes, strides
     return MBDResUNet(in_channels, num_classes, stem_channels, channels, groups, tuple(dilations))
+
+
+# ============================================================================================ DRU-Net
+DRUNET_PAPER = ("Jafari et al., DRU-Net: An Efficient Deep Convolutional Neural Network for Medical Image "
+                "Segmentation, ISBI 2020, arXiv:2004.13453 (Fig. 1-2; reference code MinaJf/DRU-net DRUNet2D, "
+                "n_layer=5, root_filters=16)")
+
+
+def _bn_tf(spatial_dims: int, channels: int) -> nn.Module:
+    """Batch norm with TensorFlow's defaults (eps 1e-3, moving-average decay 0.99)."""
+    return batch_norm_class(spatial_dims)(channels, eps=1e-3, momentum=0.01)
+
+
+class DenseResidualBlock(nn.Module):
+    """DRU-Net encoder block: ``x1 = BN(conv(x))``, ``y = BN(conv(ReLU(x1)))``, output
+    ``cat(ReLU(y + x1 + x), x)`` (input width = block width ``f``, output ``2f``)."""
+
+    def __init__(self, spatial_dims: int, width: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        conv = conv_class(spatial_dims)
+        self.conv1, self.bn1 = conv(width, width, 3, 1, 1), _bn_tf(spatial_dims, width)
+        self.conv2, self.bn2 = conv(width, width, 3, 1, 1), _bn_tf(spatial_dims, width)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.bn1(self.dropout(self.conv1(x)))
+        y = self.bn2(self.dropout(self.conv2(F.relu(x1))))
+        return torch.cat([F.relu(y + x1 + x), x], dim=1)
+
+
+class DenseResidualUpBlock(nn.Module):
+    """DRU-Net decoder block: transposed conv (3, stride 2) to ``f`` + BN + ReLU, concatenation with
+    the skip, then ``ReLU(BN(conv(ReLU(x1))) + x1 + BN(conv1x1(input)))`` with ``x1 = BN(conv(input))``."""
+
+    def __init__(self, spatial_dims: int, in_channels: int, skip_channels: int, width: int,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        conv = conv_class(spatial_dims)
+        self.up = transposed_conv_class(spatial_dims)(in_channels, width, 3, 2, 1, output_padding=1)
+        self.bn_up = _bn_tf(spatial_dims, width)
+        joined = skip_channels + width
+        self.conv1, self.bn1 = conv(joined, width, 3, 1, 1), _bn_tf(spatial_dims, width)
+        self.conv2, self.bn2 = conv(width, width, 3, 1, 1), _bn_tf(spatial_dims, width)
+        self.project, self.bn_project = conv(joined, width, 1), _bn_tf(spatial_dims, width)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        joined = torch.cat([skip, F.relu(self.bn_up(self.up(x)))], dim=1)
+        x1 = self.bn1(self.dropout(self.conv1(joined)))
+        y = self.bn2(self.dropout(self.conv2(F.relu(x1))))
+        return F.relu(y + x1 + self.bn_project(self.project(joined)))
+
+
+class DRUNet(nn.Module):
+    """DRU-Net (see the module docstring): ``levels`` dense-residual levels from ``root_width``.
+
+    Example:
+        >>> DRUNet(2, 1, 2)(torch.zeros(1, 1, 64, 64)).shape
+        torch.Size([1, 2, 64, 64])
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, num_classes: int, levels: int = 5, root_width: int = 16,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if levels < 2:
+            raise ValueError(f"DRU-Net needs at least 2 levels, got {levels}")
+        widths = [root_width * 2 ** level for level in range(levels)]
+        conv = conv_class(spatial_dims)
+        self.divisible_by = 2 ** (levels - 1)
+        self.encoder_stem = conv(in_channels, root_width, 7, 1, 3)
+        self.encoder = nn.ModuleList([DenseResidualBlock(spatial_dims, f, dropout) for f in widths])
+        self.pool = nn.MaxPool2d(2) if spatial_dims == 2 else nn.MaxPool3d(2)
+        self.decoder = nn.ModuleList([DenseResidualUpBlock(spatial_dims, 2 * widths[-1] if level == levels - 2
+                                                           else widths[level + 1], 2 * widths[level], widths[level],
+                                                           dropout)
+                                      for level in range(levels - 2, -1, -1)])
+        self.head = conv(root_width, num_classes, 1, bias=False)
+        self.deep_supervision = False
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, size = pad_to_multiple(x, self.divisible_by)
+        x = self.encoder_stem(x)
+        skips = []
+        for i, block in enumerate(self.encoder):
+            x = block(self.pool(x) if i > 0 else x)
+            skips.append(x)
+        x = skips.pop()
+        for block in self.decoder:
+            x = block(x, skips.pop())
+        return crop_to(self.head(x), size)
+
+
+def _drunet_defaults(spatial_dims: int) -> dict[str, Any]:
+    return {"levels": 5, "root_width": 16, "dropout": 0.0}
+
+
+@register_model(family="seed_cnn", paper=DRUNET_PAPER, spatial_dims=(2, 3), deep_supervision=False,
+                defaults=_drunet_defaults, tiny_kwargs={"levels": 4, "root_width": 4},
+                extra={"tags": ["cnn", "residual", "dense"], "divisible_by": 16, "pads_input": True,
+                       "paper_params": None,
+                       "paper_setup": "paper figure not reachable to us; snapshot of our count with the reference "
+                                      "code's example configuration (2D, 1 in, 2 classes, 5 levels, root 16): "
+                                      "see tests/test_zoo_seed_papers.py",
+                       "kwargs_note": _PLAN_NOTE})
+def drunet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
+           levels: int = 5, root_width: int = 16, dropout: float = 0.0, n_stages: Any = None,
+           features_per_stage: Any = None, kernel_sizes: Any = None, strides: Any = None) -> DRUNet:
+    """DRU-Net: U-Net whose blocks both add (ResNet) and concatenate (DenseNet) their input."""
+    del deep_supervision, n_stages, features_per_stage, kernel_sizes, strides
+    return DRUNet(spatial_dims, in_channels, num_classes, levels, root_width, dropout)
