@@ -136,6 +136,27 @@ def test_drunet_blocks_sum_and_concatenate() -> None:
         assert model(torch.randn(1, 1, 50, 36)).shape == (1, 2, 50, 36)
 
 
+# ------------------------------------------------------------------ Attention Swin U-Net
+def test_attention_swin_unet_adds_the_encoder_attention_without_parameters() -> None:
+    """The cross-contextual attention has no parameters (same tensors as swin_unet); without the
+    encoder's maps the network computes exactly Swin-Unet; with them, the decoder's output changes."""
+    from unetkit.models.seed_swin import SharedMapWindowAttention
+    tiny = model_info("attention_swin_unet").tiny_kwargs
+    torch.manual_seed(0)
+    att = create_model("attention_swin_unet", 2, 1, 2, **tiny).eval()
+    plain = create_model("swin_unet", 2, 1, 2, **tiny).eval()
+    plain.load_state_dict(att.state_dict(), strict=True)
+    x = torch.randn(1, 1, 40, 56)
+    with torch.no_grad():
+        with_maps = att(x)
+        for module in att.modules():
+            if isinstance(module, SharedMapWindowAttention):
+                module._context = ()  # no encoder map: the decoder attends as Swin-Unet's
+        torch.testing.assert_close(att(x), plain(x), rtol=1e-4, atol=1e-5)  # explicit softmax == SDPA
+    assert not torch.allclose(with_maps, plain(x), atol=1e-4)
+    assert all(m.last_map is None for m in att.modules() if isinstance(m, SharedMapWindowAttention))
+
+
 # Snapshots of our own exact counts at each model's default configuration (docs/models.md quotes them).
 PARAMETER_SNAPSHOTS: list[tuple[str, int, int, int, dict[str, Any], int]] = [
     ("unetpp_efficientnet_b0", 2, 3, 1, {}, 6_157_421),
@@ -144,6 +165,9 @@ PARAMETER_SNAPSHOTS: list[tuple[str, int, int, int, dict[str, Any], int]] = [
     ("mbdres_unet", 3, 4, 4, {}, 3_870_939),
     # DRU-Net: the paper's count was not reached; the reference code's example (2D, 1 in, 2 classes, 5 levels, 16)
     ("drunet", 2, 1, 2, {}, 3_113_248),
+    # Attention Swin U-Net: the paper's count was not reached; reference config (Swin-T 2,2,6,2, 3 in, 1 class)
+    ("attention_swin_unet", 2, 3, 1, {}, 41_380_068),
+    ("swin_unet", 2, 3, 1, {"depths": [2, 2, 6, 2]}, 41_380_068),
 ]
 
 

@@ -179,7 +179,10 @@ class WindowAttention(nn.Module):
             self._index_cache[key] = index
         return self._index_cache[key]
 
-    def forward(self, x: torch.Tensor, window: Sequence[int], mask: torch.Tensor | None) -> torch.Tensor:
+    def heads_and_bias(self, x: torch.Tensor, window: Sequence[int],
+                       mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v (B*nW, h, N, C/h) of the windows ``x`` (B*nW, N, C) and the additive attention
+        bias (B*nW, h, N, N): relative position bias plus the shifted-window ``mask``."""
         bw, n, c = x.shape
         h = self.num_heads
         q, k, v = self.qkv(x).view(bw, n, 3, h, c // h).permute(2, 0, 3, 1, 4)
@@ -190,7 +193,12 @@ class WindowAttention(nn.Module):
             bias = (bias[None, None] + mask[None, :, None]).expand(bw // nw, nw, h, n, n).reshape(bw, h, n, n)
         else:
             bias = bias[None].expand(bw, h, n, n)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+        return q, k, v, bias.to(q.dtype)
+
+    def forward(self, x: torch.Tensor, window: Sequence[int], mask: torch.Tensor | None) -> torch.Tensor:
+        bw, n, c = x.shape
+        q, k, v, bias = self.heads_and_bias(x, window, mask)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
 

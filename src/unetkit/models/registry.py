@@ -45,7 +45,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "unetkit.models.focal_unet", "unetkit.models.umamba", "unetkit.models.xlstm_unet",
     "unetkit.models.segresnet", "unetkit.models.vnet", "unetkit.models.highresnet",
     "unetkit.models.quicknat",
-    "unetkit.models.efficientnet_unetpp", "unetkit.models.seed_cnn",
+    "unetkit.models.efficientnet_unetpp", "unetkit.models.seed_cnn", "unetkit.models.seed_swin",
 )
 
 #: What a registered builder is called with: (spatial_dims, in_channels, num_classes,
