@@ -157,6 +157,35 @@ def test_attention_swin_unet_adds_the_encoder_attention_without_parameters() -> 
     assert all(m.last_map is None for m in att.modules() if isinstance(m, SharedMapWindowAttention))
 
 
+# ------------------------------------------------------------------ ViLU-Net
+HIPPO_TOPOLOGY = dict(n_stages=4, features_per_stage=[32, 64, 128, 256], kernel_sizes=3, strides=[1, 2, 2, 2],
+                      n_conv_per_stage=2, n_conv_per_stage_decoder=2)
+
+
+def test_mlstm_chunkwise_equals_parallel_form() -> None:
+    """The chunkwise mLSTM (ViLU-Net's full-resolution stages) gives the parallel form's states."""
+    from unetkit.models.xlstm_unet import mlstm_chunkwise, mlstm_parallel
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 50, 4, dtype=torch.float64) for _ in range(3))
+    igate, fgate = 2 * torch.randn(2, 3, 50, 1, dtype=torch.float64), torch.randn(2, 3, 50, 1, dtype=torch.float64) + 2
+    expected = mlstm_parallel(q, k, v, igate, fgate)
+    for chunk in (1, 7, 16, 50, 64):
+        torch.testing.assert_close(mlstm_chunkwise(q, k, v, igate, fgate, chunk=chunk), expected)
+
+
+def test_vilunet_places_two_vil_blocks_after_every_stage() -> None:
+    """Two ViL blocks after each of the 4 encoder stages and each of the 3 decoder stages; with the
+    patch, the 5x7x5 bottleneck (175 voxels <= 256 channels) runs over channel tokens."""
+    from unetkit.models.vilunet import ChannelTokenViLBlock
+    from unetkit.models.xlstm_unet import ViLBlock
+    model = _meta("vilunet", 3, 1, 3, **HIPPO_TOPOLOGY)
+    assert [len(s) for s in model.seq_layers] == [2, 2, 2, 2]
+    assert [sum(isinstance(b, ViLBlock) for b in stage) for stage in model.decoder] == [2, 2, 2]
+    with_patch = _meta("vilunet", 3, 1, 3, patch_size=[40, 56, 40], **HIPPO_TOPOLOGY)
+    assert all(isinstance(b, ChannelTokenViLBlock) for b in with_patch.seq_layers[3])
+    assert not any(isinstance(b, ChannelTokenViLBlock) for b in with_patch.seq_layers[2])
+
+
 # Snapshots of our own exact counts at each model's default configuration (docs/models.md quotes them).
 PARAMETER_SNAPSHOTS: list[tuple[str, int, int, int, dict[str, Any], int]] = [
     ("unetpp_efficientnet_b0", 2, 3, 1, {}, 6_157_421),
@@ -168,6 +197,9 @@ PARAMETER_SNAPSHOTS: list[tuple[str, int, int, int, dict[str, Any], int]] = [
     # Attention Swin U-Net: the paper's count was not reached; reference config (Swin-T 2,2,6,2, 3 in, 1 class)
     ("attention_swin_unet", 2, 3, 1, {}, 41_380_068),
     ("swin_unet", 2, 3, 1, {"depths": [2, 2, 6, 2]}, 41_380_068),
+    # ViLU-Net: no count reachable; a Hippocampus-like 3D plan (1 in, 3 classes), without and with the patch
+    ("vilunet", 3, 1, 3, HIPPO_TOPOLOGY, 12_791_641),
+    ("vilunet", 3, 1, 3, {**HIPPO_TOPOLOGY, "patch_size": [40, 56, 40]}, 12_346_007),
 ]
 
 

@@ -46,6 +46,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "unetkit.models.segresnet", "unetkit.models.vnet", "unetkit.models.highresnet",
     "unetkit.models.quicknat",
     "unetkit.models.efficientnet_unetpp", "unetkit.models.seed_cnn", "unetkit.models.seed_swin",
+    "unetkit.models.vilunet",
 )
 
 #: What a registered builder is called with: (spatial_dims, in_channels, num_classes,
