@@ -11,7 +11,8 @@ row-major voxel order) after every encoder stage and after every decoder stage, 
 + 1x1 convolution, a 1x1 head per decoder level (deep supervision); instance norm, leaky ReLU, He
 initialization. Where a stage has at most as many voxels as channels, the reference runs its ViL
 blocks over channel tokens (the voxels become the features); that needs the patch at build time:
-pass ``patch_size`` (the trainer passes the plan's patch), without it every stage uses voxel tokens.
+``patch_size`` (``extra["patch_kwarg"]``: the trainer passes the plan's patch); built without it,
+every stage uses voxel tokens.
 
 Everything but the ViL placement is U-Mamba's network (``umamba.SequenceUNet``); the ViL block
 and the mLSTM are xLSTM-UNet's (``xlstm_unet.ViLBlock``), whose chunkwise form keeps the
@@ -84,7 +85,7 @@ def vilunet_kwargs(spatial_dims: int, n_stages: int | None = None, features_per_
                 extra={"tags": ["xlstm", "residual", "hybrid"], "divisible_by": 1, "paper_params": None,
                        "paper_setup": "no count reachable to us; snapshot of our count for a plain nnU-Net 3D "
                                       "topology (tests/test_zoo_seed_papers.py)",
-                       "patch_size_kwarg": "optional: channel tokens where voxels <= width (reference behaviour)"})
+                       "patch_kwarg": "patch_size"})
 def vilunet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = True, *,
             n_stages: int | None = None, features_per_stage: IntOrSeq | None = None, kernel_sizes: Any = None,
             strides: Any = None, n_conv_per_stage: IntOrSeq | None = None,
