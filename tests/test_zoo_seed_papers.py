@@ -163,14 +163,19 @@ HIPPO_TOPOLOGY = dict(n_stages=4, features_per_stage=[32, 64, 128, 256], kernel_
 
 
 def test_mlstm_chunkwise_equals_parallel_form() -> None:
-    """The chunkwise mLSTM (ViLU-Net's full-resolution stages) gives the parallel form's states."""
+    """The chunkwise mLSTM (ViLU-Net's full-resolution stages) gives the parallel form's states and,
+    through its recomputed (checkpointed) chunks, the same gradients."""
     from unetkit.models.xlstm_unet import mlstm_chunkwise, mlstm_parallel
     torch.manual_seed(0)
-    q, k, v = (torch.randn(2, 3, 50, 4, dtype=torch.float64) for _ in range(3))
+    q, k, v = (torch.randn(2, 3, 50, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
     igate, fgate = 2 * torch.randn(2, 3, 50, 1, dtype=torch.float64), torch.randn(2, 3, 50, 1, dtype=torch.float64) + 2
     expected = mlstm_parallel(q, k, v, igate, fgate)
+    expected_grads = torch.autograd.grad(expected.sum(), (q, k, v))
     for chunk in (1, 7, 16, 50, 64):
-        torch.testing.assert_close(mlstm_chunkwise(q, k, v, igate, fgate, chunk=chunk), expected)
+        out = mlstm_chunkwise(q, k, v, igate, fgate, chunk=chunk)
+        torch.testing.assert_close(out, expected)
+        for got, want in zip(torch.autograd.grad(out.sum(), (q, k, v)), expected_grads):
+            torch.testing.assert_close(got, want)
 
 
 def test_vilunet_places_two_vil_blocks_after_every_stage() -> None:

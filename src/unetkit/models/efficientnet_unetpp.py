@@ -225,7 +225,8 @@ class EfficientNetUNetPlusPlus(nn.Module):
         enc = self.encoder.out_channels  # strides 2, 4, 8, 16, 32
         self.depth = len(enc)
         if len(decoder_widths) != self.depth:
-            raise ValueError(f"decoder_widths needs {self.depth} widths (one per upsampling), got {list(decoder_widths)}")
+            raise ValueError(f"decoder_widths needs {self.depth} widths (one per upsampling), "
+                             f"got {list(decoder_widths)}")
         self.node_widths = self._node_widths(enc, list(decoder_widths))
         nodes = {}
         for (level, j), width_out in self.node_widths.items():
@@ -233,7 +234,8 @@ class EfficientNetUNetPlusPlus(nn.Module):
                 continue
             below = self.node_widths[level + 1, j - 1]
             skips = j * enc[level - 1] if level > 0 else 0  # X^{l,0..j-1}, each of the level's encoder width
-            nodes[f"x{level}_{j}"] = nn.Sequential(ConvBNReLU(below + skips, width_out), ConvBNReLU(width_out, width_out))
+            nodes[f"x{level}_{j}"] = nn.Sequential(ConvBNReLU(below + skips, width_out),
+                                                   ConvBNReLU(width_out, width_out))
         self.nodes = nn.ModuleDict(nodes)
         self.head = nn.Conv2d(decoder_widths[-1], num_classes, 3, 1, 1)
         self.deep_supervision = False
@@ -311,7 +313,8 @@ def _defaults(spatial_dims: int) -> dict[str, Any]:
 @register_model(family="pretrainable", paper=EFFICIENTNET_UNETPP_PAPER, spatial_dims=(2,), deep_supervision=False,
                 defaults=_defaults,
                 tiny_kwargs={"width_multiplier": 0.25, "depth_multiplier": 0.3, "decoder_widths": [32, 16, 16, 8, 8]},
-                extra={"tags": ["cnn", "nested", "attention", "pretrainable-encoder"], "divisible_by": 32, "pads_input": True,
+                extra={"tags": ["cnn", "nested", "attention", "pretrainable-encoder"], "divisible_by": 32,
+                       "pads_input": True,
                        "paper_params": None, "paper_patch": [256, 256],
                        "paper_setup": "Ovi et al. print no count. Encoder: EfficientNet-B0 classifier 5.3M (Tan & Le "
                                       "2019 Table 2; ours 5,288,548). Whole network, 3 in / 1 class: ours 6,157,421 = "

@@ -75,7 +75,8 @@ class PreActConv3d(nn.Sequential):
     """Batch norm, ReLU, then a 3D convolution without bias ("BN + ReLU + Conv" of the reference)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel: Sequence[int] | int, stride: int = 1,
-                 groups: int = 1, dilation: Sequence[int] | int = 1, padding: Sequence[int] | int | None = None) -> None:
+                 groups: int = 1, dilation: Sequence[int] | int = 1,
+                 padding: Sequence[int] | int | None = None) -> None:
         kernel = (kernel,) * 3 if isinstance(kernel, int) else tuple(kernel)
         dilation = (dilation,) * 3 if isinstance(dilation, int) else tuple(dilation)
         if padding is None:

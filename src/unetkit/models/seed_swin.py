@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
 from unetkit.models.attention_blocks import WindowAttention, init_transformer_
 from unetkit.models.registry import register_model

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from unetkit.models.blocks import in_layout_of
 from unetkit.models.registry import register_model
@@ -57,46 +58,56 @@ def mlstm_parallel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, igate: tor
     return (c / (normalizer + eps)) @ v
 
 
-#: Sequences longer than this run through :func:`mlstm_chunkwise` (memory O(L * chunk), not O(L^2)).
+#: Sequences longer than this run through :func:`mlstm_chunkwise` (memory O(L), not O(L^2)).
 MLSTM_CHUNK = 256
+
+
+def _mlstm_chunk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, igate: torch.Tensor, fgate: torch.Tensor,
+                 memory: torch.Tensor, normalizer: torch.Tensor, log_scale: torch.Tensor,
+                 eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One chunk of :func:`mlstm_chunkwise` (``k`` already scaled by 1/sqrt(Dh)): its hidden states
+    and the stabilized memory ``C``, normalizer ``n`` and log-scale ``m`` carried to its end."""
+    log_f = F.logsigmoid(fgate).cumsum(2)  # (B, H, T, 1): sum of log f over (chunk start, t]
+    t = q.shape[2]
+    causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
+    log_d = torch.where(causal, log_f - log_f.transpose(2, 3) + igate.transpose(2, 3),
+                        torch.tensor(float("-inf"), device=q.device))
+    log_carry = log_f + log_scale  # (B, H, T, 1): the carried memory's weight for query t
+    m = torch.maximum(log_d.amax(-1, keepdim=True), log_carry)
+    dmat, carry = torch.exp(log_d - m), torch.exp(log_carry - m)
+    c = (q @ k.transpose(2, 3)) * dmat
+    numerator = c @ v + carry * (q @ memory)
+    denominator = c.sum(-1, keepdim=True) + carry * (q @ normalizer)
+    out = numerator / (torch.maximum(denominator.abs(), torch.exp(-m)) + eps)
+    total = log_f[:, :, -1:]  # (B, H, 1, 1)
+    log_w = total - log_f + igate  # (B, H, T, 1): weight of key s at the chunk's end
+    new_scale = torch.maximum(log_scale + total, log_w.amax(2, keepdim=True))
+    w, decay = torch.exp(log_w - new_scale), torch.exp(log_scale + total - new_scale)
+    memory = decay * memory + (k * w).transpose(2, 3) @ v
+    normalizer = decay * normalizer + (k * w).sum(2, keepdim=True).transpose(2, 3)
+    return out, memory, normalizer, new_scale
 
 
 def mlstm_chunkwise(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, igate: torch.Tensor, fgate: torch.Tensor,
                     chunk: int = MLSTM_CHUNK, eps: float = 1e-6) -> torch.Tensor:
     """The same hidden states as :func:`mlstm_parallel`, computed chunk by chunk (Beck et al. 2024,
     App. A.3, chunkwise form): within a chunk the parallel form; across chunks a carried, stabilized
-    matrix memory ``C`` (Dh x Dh), normalizer ``n`` (Dh) and log-scale ``m``, so memory grows with
-    ``L * chunk`` instead of ``L^2`` (an encoder-stage sequence of 10^4-10^5 voxels)."""
+    matrix memory ``C`` (Dh x Dh), normalizer ``n`` (Dh) and log-scale ``m``. Under autograd each
+    chunk is recomputed in the backward pass (activation checkpointing), so memory grows with ``L``
+    (plus one chunk's ``chunk^2`` matrices) instead of ``L^2``: full-resolution stages of 10^4-10^5
+    voxels fit."""
     b, h, length, dh = q.shape
     k = k / math.sqrt(dh)
-    memory = q.new_zeros(b, h, dh, dh)
-    normalizer = q.new_zeros(b, h, dh, 1)
-    log_scale = q.new_full((b, h, 1, 1), float("-inf"))
+    state = (q.new_zeros(b, h, dh, dh), q.new_zeros(b, h, dh, 1), q.new_full((b, h, 1, 1), float("-inf")))
     outputs = []
     for start in range(0, length, chunk):
         sl = slice(start, min(start + chunk, length))
-        qc, kc, vc, ic = q[:, :, sl], k[:, :, sl], v[:, :, sl], igate[:, :, sl]
-        log_f = F.logsigmoid(fgate[:, :, sl]).cumsum(2)  # (B, H, T, 1): sum of log f over (start, t]
-        t = qc.shape[2]
-        causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
-        log_d = torch.where(causal, log_f - log_f.transpose(2, 3) + ic.transpose(2, 3),
-                            torch.tensor(float("-inf"), device=q.device))
-        log_carry = log_f + log_scale  # (B, H, T, 1): the memory's weight for query t
-        m = torch.maximum(log_d.amax(-1, keepdim=True), log_carry)
-        dmat, carry = torch.exp(log_d - m), torch.exp(log_carry - m)
-        c = (qc @ kc.transpose(2, 3)) * dmat
-        numerator = c @ vc + carry * (qc @ memory)
-        denominator = c.sum(-1, keepdim=True) + carry * (qc @ normalizer)
-        outputs.append(numerator / (torch.maximum(denominator.abs(), torch.exp(-m)) + eps))
-        # carry the memory to the end of this chunk
-        total = log_f[:, :, -1:]  # (B, H, 1, 1)
-        log_w = total - log_f + ic  # (B, H, T, 1): weight of key s at the chunk's end
-        new_scale = torch.maximum(log_scale + total, log_w.amax(2, keepdim=True))
-        w = torch.exp(log_w - new_scale)
-        decay = torch.exp(log_scale + total - new_scale)
-        memory = decay * memory + (kc * w).transpose(2, 3) @ vc
-        normalizer = decay * normalizer + (kc * w).sum(2, keepdim=True).transpose(2, 3)
-        log_scale = new_scale
+        args = (q[:, :, sl], k[:, :, sl], v[:, :, sl], igate[:, :, sl], fgate[:, :, sl], *state, eps)
+        if torch.is_grad_enabled():
+            out, *state = checkpoint(_mlstm_chunk, *args, use_reentrant=False)
+        else:
+            out, *state = _mlstm_chunk(*args)
+        outputs.append(out)
     return torch.cat(outputs, dim=2)
 
 
