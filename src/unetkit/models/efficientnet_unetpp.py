@@ -26,8 +26,9 @@ resolution (no skip) and a 3x3 head follow. With 3 input channels and 1 class B0
 1x1 head (320 -> 1280 conv and batch norm) that its forward never runs (tests/test_zoo_seed_papers.py
 derives smp's count from its channel rules).
 
-Differences from smp: the skips are tapped at the end of each resolution (smp's B0 table taps the
-stride-16 feature after the first of the three 112-wide blocks); convolutions pad symmetrically
+Differences from smp: the stride-4..32 skips are tapped at the end of each resolution (smp's B0
+table taps the stride-16 feature after the first of the three 112-wide blocks; the stride-2 skip is
+the stem's output in both); convolutions pad symmetrically
 (not TensorFlow's "same"); no unused head. 2D only (the paper is 2D); no deep supervision (smp's
 UNet++ has none). A patch whose sides are not multiples of 32 is zero-padded at the end and the
 logits cropped back (the trainer rounds plan patches up to multiples of 32 anyway).
