@@ -185,18 +185,32 @@ class WindowAttention(nn.Module):
         q, k, v = self.qkv(x).view(bw, n, 3, h, c // h).permute(2, 0, 3, 1, 4)
         return self.attend(q, k, v, window, mask)
 
+    def heads_and_bias(self, x: torch.Tensor, window: Sequence[int],
+                       mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v (B*nW, h, N, C/h) of the windows ``x`` (B*nW, N, C) and the additive attention
+        bias (B*nW, h, N, N): relative position bias plus the shifted-window ``mask``."""
+        bw, n, c = x.shape
+        h = self.num_heads
+        q, k, v = self.qkv(x).view(bw, n, 3, h, c // h).permute(2, 0, 3, 1, 4)
+        return q, k, v, self.attention_bias(bw, n, window, mask, q.device).to(q.dtype)
+
+    def attention_bias(self, bw: int, n: int, window: Sequence[int], mask: torch.Tensor | None,
+                       device: torch.device) -> torch.Tensor:
+        """The additive bias (B*nW, h, N, N): relative position bias plus the shifted-window mask."""
+        h = self.num_heads
+        bias = self.relative_position_bias_table[self.relative_index(window, device).view(-1)]
+        bias = bias.view(n, n, h).permute(2, 0, 1)  # (h, N, N)
+        if mask is not None:
+            nw = mask.shape[0]
+            return (bias[None, None] + mask[None, :, None]).expand(bw // nw, nw, h, n, n).reshape(bw, h, n, n)
+        return bias[None].expand(bw, h, n, n)
+
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: Sequence[int],
                mask: torch.Tensor | None) -> torch.Tensor:
         """Softmax attention of per-head (B * n_windows, h, N, d) queries, keys and values with
         the relative position bias (and the shifted-window mask), then the output projection."""
         bw, h, n, d = q.shape
-        bias = self.relative_position_bias_table[self.relative_index(window, q.device).view(-1)]
-        bias = bias.view(n, n, h).permute(2, 0, 1)  # (h, N, N)
-        if mask is not None:
-            nw = mask.shape[0]
-            bias = (bias[None, None] + mask[None, :, None]).expand(bw // nw, nw, h, n, n).reshape(bw, h, n, n)
-        else:
-            bias = bias[None].expand(bw, h, n, n)
+        bias = self.attention_bias(bw, n, window, mask, q.device)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
         return self.proj(out.transpose(1, 2).reshape(bw, n, h * d))
 

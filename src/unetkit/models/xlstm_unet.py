@@ -15,8 +15,9 @@ bottleneck, voxels in row-major order.
 Everything else (encoder, decoder, deep supervision, plan keywords) is U-Mamba's network in
 ``umamba.py``. The paper reports no parameter count. The reference wraps the ViL block in a layer
 with an extra layer norm that its forward never uses; it is not built here. The parallel mLSTM
-costs O(L^2) in the number of voxels L, fine at the bottleneck; an encoder variant (ViL after
-every stage) would need the chunkwise form and is not provided.
+costs O(L^2) in the number of voxels L, fine at the bottleneck; sequences longer than
+``MLSTM_CHUNK`` voxels use the chunkwise form (same result), which ``vilunet.py`` needs for its
+full-resolution stages.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from unetkit.models.blocks import in_layout_of
 from unetkit.models.registry import register_model
@@ -54,6 +56,66 @@ def mlstm_parallel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, igate: tor
     c = (q @ (k / math.sqrt(dh)).transpose(2, 3)) * dmat
     normalizer = torch.maximum(c.sum(-1, keepdim=True).abs(), torch.exp(-max_log_d))
     return (c / (normalizer + eps)) @ v
+
+
+#: Sequences longer than this run through :func:`mlstm_chunkwise` (memory O(L), not O(L^2)).
+MLSTM_CHUNK = 256
+
+
+def _mlstm_chunk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, igate: torch.Tensor, fgate: torch.Tensor,
+                 memory: torch.Tensor, normalizer: torch.Tensor, log_scale: torch.Tensor,
+                 eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One chunk of :func:`mlstm_chunkwise` (``k`` already scaled by 1/sqrt(Dh)): its hidden states
+    and the stabilized memory ``C``, normalizer ``n`` and log-scale ``m`` carried to its end."""
+    log_f = F.logsigmoid(fgate).cumsum(2)  # (B, H, T, 1): sum of log f over (chunk start, t]
+    t = q.shape[2]
+    causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
+    log_d = torch.where(causal, log_f - log_f.transpose(2, 3) + igate.transpose(2, 3),
+                        torch.tensor(float("-inf"), device=q.device))
+    log_carry = log_f + log_scale  # (B, H, T, 1): the carried memory's weight for query t
+    m = torch.maximum(log_d.amax(-1, keepdim=True), log_carry)
+    dmat, carry = torch.exp(log_d - m), torch.exp(log_carry - m)
+    c = (q @ k.transpose(2, 3)) * dmat
+    numerator = c @ v + carry * (q @ memory)
+    denominator = c.sum(-1, keepdim=True) + carry * (q @ normalizer)
+    out = numerator / (torch.maximum(denominator.abs(), torch.exp(-m)) + eps)
+    total = log_f[:, :, -1:]  # (B, H, 1, 1)
+    log_w = total - log_f + igate  # (B, H, T, 1): weight of key s at the chunk's end
+    new_scale = torch.maximum(log_scale + total, log_w.amax(2, keepdim=True))
+    w, decay = torch.exp(log_w - new_scale), torch.exp(log_scale + total - new_scale)
+    memory = decay * memory + (k * w).transpose(2, 3) @ v
+    normalizer = decay * normalizer + (k * w).sum(2, keepdim=True).transpose(2, 3)
+    return out, memory, normalizer, new_scale
+
+
+def mlstm_chunkwise(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, igate: torch.Tensor, fgate: torch.Tensor,
+                    chunk: int = MLSTM_CHUNK, eps: float = 1e-6) -> torch.Tensor:
+    """The same hidden states as :func:`mlstm_parallel`, computed chunk by chunk (Beck et al. 2024,
+    App. A.3, chunkwise form): within a chunk the parallel form; across chunks a carried, stabilized
+    matrix memory ``C`` (Dh x Dh), normalizer ``n`` (Dh) and log-scale ``m``. Under autograd each
+    chunk is recomputed in the backward pass (activation checkpointing), so memory grows with ``L``
+    (plus one chunk's ``chunk^2`` matrices) instead of ``L^2``: full-resolution stages of 10^4-10^5
+    voxels fit."""
+    b, h, length, dh = q.shape
+    k = k / math.sqrt(dh)
+    state = (q.new_zeros(b, h, dh, dh), q.new_zeros(b, h, dh, 1), q.new_full((b, h, 1, 1), float("-inf")))
+    outputs = []
+    for start in range(0, length, chunk):
+        sl = slice(start, min(start + chunk, length))
+        args = (q[:, :, sl], k[:, :, sl], v[:, :, sl], igate[:, :, sl], fgate[:, :, sl], *state, eps)
+        if torch.is_grad_enabled():
+            out, *state = checkpoint(_mlstm_chunk, *args, use_reentrant=False)
+        else:
+            out, *state = _mlstm_chunk(*args)
+        outputs.append(out)
+    return torch.cat(outputs, dim=2)
+
+
+def mlstm(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, igate: torch.Tensor, fgate: torch.Tensor) -> torch.Tensor:
+    """:func:`mlstm_parallel` for short sequences, :func:`mlstm_chunkwise` for long ones."""
+    if q.shape[2] <= MLSTM_CHUNK:
+        return mlstm_parallel(q, k, v, igate, fgate)
+    return mlstm_chunkwise(q, k, v, igate, fgate)
 
 
 class HeadwiseLinear(nn.Module):
@@ -108,7 +170,7 @@ class ViLLayer(nn.Module):
         q, k, v = self.q_proj(conv), self.k_proj(conv), self.v_proj(xm)
         gates_in = torch.cat((q, k, v), dim=-1)
         heads = lambda t: t.view(b, length, self.heads, -1).transpose(1, 2)  # noqa: E731
-        h = mlstm_parallel(heads(q), heads(k), heads(v), self.igate(gates_in).transpose(1, 2).unsqueeze(-1),
+        h = mlstm(heads(q), heads(k), heads(v), self.igate(gates_in).transpose(1, 2).unsqueeze(-1),
                            self.fgate(gates_in).transpose(1, 2).unsqueeze(-1))
         h = F.group_norm(h.transpose(1, 2).reshape(b * length, -1), self.heads, self.outnorm_weight, eps=1e-5)
         h = h.view(b, length, -1) + self.learnable_skip * conv
