@@ -54,8 +54,12 @@ class CachedDataset:
     costs tens of microseconds and keeps no file handle between calls.
     """
 
-    def __init__(self, folder: str | Path, case_names: Sequence[str] | None = None):
+    def __init__(self, folder: str | Path, case_names: Sequence[str] | None = None,
+                 previous_stage: str | Path | None = None):
         self.folder = Path(folder)
+        # Cascade: the previous stage's label maps on this cache's grid (unetkit.training.cascade),
+        # returned as a second channel of ``seg`` (nnU-Net's ``seg_from_previous_stage``).
+        self.previous_stage = None if previous_stage is None else Path(previous_stage)
         if not self.folder.is_dir():
             raise DataError("preprocessed folder not found; run `unetkit preprocess` first", self.folder)
         # A finished case has CASE.json (written last) beside CASE.npy; other JSON files that a
@@ -130,7 +134,11 @@ class CachedDataset:
         return locs
 
     def arrays(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(data, seg)`` as read-only memory maps, shapes checked against each other."""
+        """``(data, seg)`` as read-only memory maps, shapes checked against each other.
+
+        With ``previous_stage``, ``seg`` is ``(2, *spatial)`` in memory: the label map, then the
+        previous stage's prediction.
+        """
         data_path = self.folder / f"{name}.npy"
         seg_path = self.folder / f"{name}_seg.npy"
         try:
@@ -151,6 +159,10 @@ class CachedDataset:
         if seg.shape != (1, *data.shape[1:]):
             raise DataError(f"label map shape {seg.shape} does not match image shape {data.shape} "
                             f"(expected (1, {', '.join(map(str, data.shape[1:]))}))", seg_path, name)
+        if self.previous_stage is not None:
+            from unetkit.training.cascade import load_prediction
+
+            seg = np.concatenate([seg, load_prediction(self.previous_stage, name, data.shape[1:])])
         return data, seg
 
     def load(self, name: str) -> tuple[np.ndarray, np.ndarray, dict, dict[int, np.ndarray]]:

@@ -149,7 +149,8 @@ class PatchSampler:
         picks = rng.integers(len(cases), size=self.batch_size)
         keys = [cases[int(i)] for i in picks]
         data_out: np.ndarray | None = None
-        seg_out = np.empty((self.batch_size, 1, *self.initial_patch), dtype=np.int16)
+        seg_channels = 1 if getattr(self.dataset, "previous_stage", None) is None else 2  # cascade: + previous stage
+        seg_out = np.empty((self.batch_size, seg_channels, *self.initial_patch), dtype=np.int16)
         for j, name in enumerate(keys):
             force = (rng.random() < self.oversample) if self.probabilistic else self._forced[j]
             data, seg = self.dataset.arrays(name)
