@@ -624,7 +624,8 @@ class Predictor:
         path = self.previous_stage_dir / f"{case.name}{case.ending}"
         if not path.is_file():
             raise ModelInputError("the previous stage's prediction of this case is missing", path, case.name)
-        return read_label(path, case.name)
+        label, _ = read_label(path, case.name)
+        return label
 
     def predict_files(self, inputs: str | Path | Sequence[str | Path] | Sequence[InputCase], output_dir: str | Path,
                       *, save_probabilities: bool = False, skip_existing: bool = False,
@@ -768,10 +769,16 @@ def predict_files(model_dirs: str | Path | Sequence[str | Path], inputs: str | P
     """One-call prediction: load the models, check and predict ``inputs`` into ``output_dir``.
 
     Inputs are collected (unknown file types refused) before the models load, and checked
-    against the models before any case is read in full, so a wrong input fails at once.
+    against the models before any case is read in full, so a wrong input fails at once. A
+    cascade stage's previous stage predicts the inputs first (:mod:`unetkit.inference.cascade`).
     """
+    from unetkit.inference.cascade import run_previous_stages
+
     cases = collect_inputs(inputs)
     predictor = Predictor.from_model_dir(model_dirs, folds, checkpoint, device, **options)
+    # A cascade stage: its previous stage predicts every case first (into OUTPUT/previous_stage_*).
+    run_previous_stages(predictor, cases, output_dir, folds=folds, checkpoint=checkpoint, skip_existing=skip_existing,
+                        log=lambda message: None, **{k: v for k, v in options.items() if k != "postprocessing"})
     return predictor.predict_files(cases, output_dir, save_probabilities=save_probabilities,
                                    skip_existing=skip_existing, output_ending=output_ending)
 

@@ -62,7 +62,7 @@ def require_predictions(folder: Path, cases: Sequence[str], previous: str, confi
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise DataError(f"{configuration} needs the {previous} predictions of its cases, but {len(missing)} of "
                         f"{len(cases)} are missing ({shown}); train all five folds of {previous} first "
-                        f"(`unetkit train DATASET {previous} F` for F in 0..4; each writes its validation "
+                        f"(`unetkit train DATASET -c {previous} -f F` for F in 0..4; each writes its validation "
                         f"cases here)", folder)
 
 
