@@ -134,7 +134,7 @@ def _predict(args: argparse.Namespace, model_dirs: list[Path], checkpoint: str) 
               else "postprocessing: none decided (the file says no step helped)")
     from unetkit.inference.cascade import run_previous_stages
 
-    run_previous_stages(predictor, cases, args.output, folds=args.folds, checkpoint=checkpoint,
+    run_previous_stages(predictor, cases, args.output, checkpoint=checkpoint,
                         skip_existing=args.skip_existing, log=(lambda m: None) if args.quiet else print,
                         step_size=args.step_size, mirror=args.mirror, tile_batch=args.tile_batch,
                         use_gaussian=args.gaussian, amp=args.amp, compile=args.compile, progress=not args.quiet)

@@ -777,7 +777,7 @@ def predict_files(model_dirs: str | Path | Sequence[str | Path], inputs: str | P
     cases = collect_inputs(inputs)
     predictor = Predictor.from_model_dir(model_dirs, folds, checkpoint, device, **options)
     # A cascade stage: its previous stage predicts every case first (into OUTPUT/previous_stage_*).
-    run_previous_stages(predictor, cases, output_dir, folds=folds, checkpoint=checkpoint, skip_existing=skip_existing,
+    run_previous_stages(predictor, cases, output_dir, checkpoint=checkpoint, skip_existing=skip_existing,
                         log=lambda message: None, **{k: v for k, v in options.items() if k != "postprocessing"})
     return predictor.predict_files(cases, output_dir, save_probabilities=save_probabilities,
                                    skip_existing=skip_existing, output_ending=output_ending)
