@@ -47,7 +47,12 @@ def _ball(radius: float, ndim: int) -> np.ndarray:
 
 
 def _dilate(mask: np.ndarray, strel: np.ndarray) -> np.ndarray:
-    return ndimage.binary_dilation(mask, strel, border_value=0)
+    """batchgeneratorsv2's FFT dilation: a correlation with ``strel`` ('same' padding puts
+    ``(k - 1) // 2`` zeros before each axis, so even-sized disks sit one voxel off-centre), > 0."""
+    origin = [(k - 1) // 2 - k // 2 for k in strel.shape]
+    hits = ndimage.correlate(mask.astype(np.int32), strel.astype(np.int32), mode="constant", cval=0,
+                             origin=origin)
+    return hits > 0
 
 
 def _erode(mask: np.ndarray, strel: np.ndarray) -> np.ndarray:
