@@ -79,3 +79,30 @@ def test_cascade_end_to_end(tmp_path, capsys):
     assert "predicting 3d_lowres first" in printed and "now 3d_cascade_fullres" in printed
     assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["case_000.nii.gz", "case_001.nii.gz"]
     assert len(list((tmp_path / "out" / "previous_stage_3d_lowres").glob("*.nii.gz"))) == 2
+
+
+def test_replanning_without_lowres_drops_the_cascade_entry_and_bad_stage_names_are_refused(tmp_path):
+    import json
+
+    import pytest
+
+    from unetkit.planning import PlansError, load_plans, plan_dataset, validate_plans
+    from unetkit.utils.atomic import read_json
+
+    raw, work = cascade_raw(tmp_path / "CascadeRaw"), tmp_path / "work"
+    path = plan_dataset(raw, work, memory_gb=CASCADE_MEMORY_GB, num_processes=1)
+    plans = read_json(path)
+    assert {"3d_lowres", "3d_cascade_fullres"} <= set(plans["configurations"])
+    resolved = load_plans(path)["configurations"]["3d_cascade_fullres"]
+    assert resolved["patch_size"] == plans["configurations"]["3d_fullres"]["patch_size"]
+    assert resolved["previous_stage"] == "3d_lowres"
+
+    bad = json.loads(json.dumps(plans))
+    bad["configurations"]["3d_cascade_fullres"]["previous_stage"] = "3d_lowres_typo"
+    with pytest.raises(PlansError, match="previous_stage '3d_lowres_typo' is not a configuration"):
+        validate_plans(bad)
+
+    messages: list[str] = []
+    path = plan_dataset(raw, work, memory_gb=0.2, num_processes=1, log=messages.append)  # no 3d_lowres now
+    assert set(read_json(path)["configurations"]) == {"2d", "3d_fullres"}
+    assert any("dropping ['3d_cascade_fullres', '3d_lowres']" in m for m in messages)

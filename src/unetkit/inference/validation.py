@@ -123,6 +123,7 @@ class _Stages:
     next stages it predicts for (``predicted_next_stage``, as nnU-Net's final validation)."""
 
     previous: Path | None = None                 # models/PREV__ARCH/predicted_next_stage/CONFIG
+    previous_name: str = ""                      # PREV (3d_lowres)
     labels: list[int] = field(default_factory=list)
     say: Callable[[str], None] = print
     next: dict[str, tuple[Path, Path]] = field(default_factory=dict)  # name -> (its cache, output folder)
@@ -135,7 +136,8 @@ class _Stages:
         models_root, arch = fold_dir.resolve().parents[1], fold_dir.resolve().parent.name.split("__", 1)[-1]
         stages = cls(labels=stage_labels(model.plans), say=say)
         if previous_stage(model.entry):
-            stages.previous = predictions_folder(models_root, previous_stage(model.entry), arch, model.configuration)
+            stages.previous_name = previous_stage(model.entry)
+            stages.previous = predictions_folder(models_root, stages.previous_name, arch, model.configuration)
         names = next_stages(model.entry)
         if names:
             plans = load_plans(_work_root(fold_dir) / "plans.json")
@@ -157,8 +159,7 @@ class _Stages:
             return data
         from unetkit.training.cascade import load_prediction, require_predictions, with_previous_stage
 
-        require_predictions(self.previous, [case], self.previous.parent.parent.name.split("__")[0],
-                            self.previous.name)
+        require_predictions(self.previous, [case], self.previous_name, self.previous.name)
         return with_previous_stage(data, load_prediction(self.previous, case, data.shape[1:]), self.labels)
 
     def write_next(self, case: str, probs: np.ndarray, entry: dict, to_labels: Callable) -> None:
