@@ -113,13 +113,11 @@ def run_pipeline(raw: str | Path, workdir: str | Path | None = None, *, configur
     preprocess_dataset(raw, workdir, configurations=[configuration], num_processes=num_processes, progress=False)
     say(f"preprocess: -> {paths.preprocessed(entry.get('data_identifier', configuration))}")
     seconds["preprocess"] = time.perf_counter() - t
+    if entry.get("previous_stage"):  # a cascade stage: every fold of the previous stage first
+        _train_previous_stage(raw, workdir, entry["previous_stage"], overrides, device, mirror, num_processes,
+                              on_changed_data, seconds, say)
 
     result = PipelineResult(plans=plans_path, configuration=configuration, model_dir=Path())
-    if entry.get("previous_stage"):  # a cascade stage: every fold of the previous stage first
-        t = time.perf_counter()
-        _train_previous_stage(raw, workdir, entry["previous_stage"], overrides, device, mirror, num_processes,
-                              on_changed_data, say)
-        seconds["previous_stage"] = time.perf_counter() - t
     t = time.perf_counter()
     retrained = _train_folds(result, raw, workdir, configuration, folds, overrides, on_changed_data, say)
     seconds["train"] = time.perf_counter() - t
@@ -190,9 +188,10 @@ def _train_folds(result: PipelineResult, raw: Path, workdir: str | Path | None, 
 
 def _train_previous_stage(raw: Path, workdir: str | Path | None, previous: str, overrides: dict[str, Any],
                           device: str, mirror: bool, num_processes: int | None, on_changed_data: str,
-                          say: Callable[[str], None]) -> None:
+                          seconds: dict[str, float], say: Callable[[str], None]) -> None:
     """Preprocess, train and validate every fold of ``previous`` (3d_lowres): each fold's final
-    validation writes its cases' predictions for the cascade stage (``predicted_next_stage``)."""
+    validation writes its cases' predictions for the cascade stage (``predicted_next_stage``).
+    The time spent goes into ``seconds["previous_stage"]``."""
     from unetkit.inference.validation import predict_validation
     from unetkit.preprocessing import preprocess_dataset
     from unetkit.training.dataset import CachedDataset
@@ -200,6 +199,7 @@ def _train_previous_stage(raw: Path, workdir: str | Path | None, previous: str, 
     from unetkit.training.trainer import train
     from unetkit.utils.paths import WorkPaths
 
+    start = time.perf_counter()
     paths = WorkPaths.for_dataset(raw, workdir)
     preprocess_dataset(raw, workdir, configurations=[previous], num_processes=num_processes, progress=False)
     cases = CachedDataset(paths.preprocessed(previous)).cases
@@ -212,6 +212,7 @@ def _train_previous_stage(raw: Path, workdir: str | Path | None, previous: str, 
         predict_validation(trained.output_dir, device=device, mirror=mirror, num_processes=num_processes,
                            skip_existing=trained.seconds_per_iteration is None)
         say(f"train: {previous} fold {fold}, {trained.epochs_done} epochs -> {trained.output_dir}")
+    seconds["previous_stage"] = time.perf_counter() - start
 
 
 def _predict_test(result: PipelineResult, test_input: Path, output: Path, folds: Sequence[int], retrained: set[int],

@@ -66,17 +66,21 @@ def require_predictions(folder: Path, cases: Sequence[str], previous: str, confi
                         f"cases here)", folder)
 
 
-def load_prediction(folder: Path, case: str, shape: Sequence[int]) -> np.ndarray:
-    """The previous stage's label map of ``case``, int16 ``(1, *shape)`` on the cache grid."""
+def load_prediction(folder: Path, case: str, shape: Sequence[int], mmap: bool = False) -> np.ndarray:
+    """The previous stage's label map of ``case``, int16 ``(1, *shape)`` on the cache grid
+    (``mmap``: a read-only memory map, so that a training sample reads only its patch)."""
     path = folder / f"{case}.npy"
     try:
-        seg = np.load(path, allow_pickle=False)
+        seg = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read the previous stage's prediction ({exc})", path, case) from exc
     if seg.shape != (1, *shape):
         raise DataError(f"previous stage's prediction has shape {seg.shape}, the case's cache grid "
                         f"(1, {', '.join(map(str, shape))}); predict the previous stage again", path, case)
-    return seg.astype(np.int16, copy=False)
+    if seg.dtype != np.int16:
+        raise DataError(f"previous stage's prediction is {seg.dtype}, expected int16; predict the previous stage "
+                        "again", path, case)
+    return seg
 
 
 def one_hot(seg: np.ndarray, labels: Sequence[int], dtype=np.float32) -> np.ndarray:

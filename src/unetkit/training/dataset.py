@@ -58,7 +58,7 @@ class CachedDataset:
                  previous_stage: str | Path | None = None):
         self.folder = Path(folder)
         # Cascade: the previous stage's label maps on this cache's grid (unetkit.training.cascade),
-        # returned as a second channel of ``seg`` (nnU-Net's ``seg_from_previous_stage``).
+        # read by :meth:`previous` (nnU-Net's ``seg_from_previous_stage``).
         self.previous_stage = None if previous_stage is None else Path(previous_stage)
         if not self.folder.is_dir():
             raise DataError("preprocessed folder not found; run `unetkit preprocess` first", self.folder)
@@ -134,11 +134,7 @@ class CachedDataset:
         return locs
 
     def arrays(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(data, seg)`` as read-only memory maps, shapes checked against each other.
-
-        With ``previous_stage``, ``seg`` is ``(2, *spatial)`` in memory: the label map, then the
-        previous stage's prediction.
-        """
+        """``(data, seg)`` as read-only memory maps, shapes checked against each other."""
         data_path = self.folder / f"{name}.npy"
         seg_path = self.folder / f"{name}_seg.npy"
         try:
@@ -159,11 +155,15 @@ class CachedDataset:
         if seg.shape != (1, *data.shape[1:]):
             raise DataError(f"label map shape {seg.shape} does not match image shape {data.shape} "
                             f"(expected (1, {', '.join(map(str, data.shape[1:]))}))", seg_path, name)
-        if self.previous_stage is not None:
-            from unetkit.training.cascade import load_prediction
-
-            seg = np.concatenate([seg, load_prediction(self.previous_stage, name, data.shape[1:])])
         return data, seg
+
+    def previous(self, name: str, shape: Sequence[int]) -> np.ndarray:
+        """The previous stage's prediction of ``name``, int16 ``(1, *shape)`` memory map (cascade)."""
+        from unetkit.training.cascade import load_prediction
+
+        if self.previous_stage is None:
+            raise ValueError(f"{self!r} has no previous stage")
+        return load_prediction(self.previous_stage, name, shape, mmap=True)
 
     def load(self, name: str) -> tuple[np.ndarray, np.ndarray, dict, dict[int, np.ndarray]]:
         """``(data memmap (C,*spatial), seg memmap (1,*spatial), properties, class_locations)``."""
