@@ -94,3 +94,29 @@ def test_random_operator_keeps_channels_exclusive_and_component_removal_spares_l
         removed += 16 - int(sample.sum())
         assert sample.sum() in (8, 16)  # at most one whole component goes
     assert removed > 0
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "nearest"])
+def test_previous_stage_channel_moves_exactly_like_the_target(interpolation):
+    """A previous-stage channel equal to the label map stays equal to it through rotation,
+    scaling and mirroring (one resampling rule for both target channels)."""
+    from dataclasses import replace
+
+    from unetkit.training.augmentation import augment_batch, default_augmentation
+
+    cfg = replace(default_augmentation((16, 20, 18)), p_rotation=1.0, p_scaling=1.0,
+                  label_interpolation=interpolation)
+    rng = np.random.default_rng(0)
+    shape = cfg.initial_patch_size
+    grids = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    label = np.zeros((3, *shape), dtype=np.int16)
+    for b in range(3):
+        centre = [rng.uniform(0.3 * s, 0.7 * s) for s in shape]
+        label[b][sum(((g - c) / (s / 5)) ** 2 for g, c, s in zip(grids, centre, shape)) <= 1] = 1
+        label[b][sum(((g - c) / (s / 9)) ** 2 for g, c, s in zip(grids, centre, shape)) <= 1] = 2
+    batch = {"data": rng.normal(size=(3, 1, *shape)).astype(np.float32),
+             "target": np.stack([label, label], 1), "keys": ["a", "b", "c"]}
+    out = augment_batch(batch, cfg, np.random.default_rng(1))
+    assert out["target"].shape == (3, 2, 16, 20, 18)
+    assert torch.equal(out["target"][:, 0], out["target"][:, 1])
+    assert set(torch.unique(out["target"]).tolist()) <= {0, 1, 2} and (out["target"] == 2).any()
