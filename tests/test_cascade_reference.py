@@ -100,3 +100,45 @@ def test_cascade_lowres_cache_matches_nnunet(both):
         assert data.shape == their_data.shape, case
         np.testing.assert_allclose(data, their_data, atol=1e-4, err_msg=case)
         np.testing.assert_array_equal(seg, their_seg, err_msg=case)
+
+
+_NEXT_STAGE_SCRIPT = """
+import sys, numpy as np, torch
+from nnunetv2.preprocessing.resampling.default_resampling import resample_data_or_seg_to_shape
+folder = sys.argv[1]
+for i, (spacing, shape) in enumerate(eval(sys.argv[2])):
+    logits = np.load(f'{folder}/logits_{i}.npy')
+    # nnU-Net's resample_and_save: resampling_fn_probabilities (order 1, order_z 0) on the logits,
+    # the stage's spacing as current and target spacing, then softmax + argmax.
+    out = resample_data_or_seg_to_shape(logits, shape, spacing, spacing, False, 1, 0, None)
+    np.save(f'{folder}/nn_{i}.npy', np.argmax(out, 0).astype(np.int16))
+"""
+
+
+@pytest.mark.reference
+def test_next_stage_prediction_matches_nnunets_resample_and_save(tmp_path):
+    """The label map a 3d_lowres fold writes for the cascade (predicted_next_stage) equals
+    nnU-Net's, isotropic and anisotropic (separate coarse axis) spacing."""
+    from scipy.ndimage import gaussian_filter
+
+    from unetkit.training.cascade import write_next_stage
+
+    nnunet_python = require_nnunet_python()
+    rng = np.random.default_rng(0)
+    specs = [([1.4, 1.35, 1.35], [30, 37, 41]), ([4.0, 1.2, 1.2], [25, 40, 33])]
+    logits = []
+    for i, _ in enumerate(specs):
+        x = np.stack([gaussian_filter(rng.normal(size=(12, 18, 16)), 2) * 8 for _ in range(3)]).astype(np.float32)
+        np.save(tmp_path / f"logits_{i}.npy", x)
+        logits.append(x)
+    done = subprocess.run([str(nnunet_python), "-c", _NEXT_STAGE_SCRIPT, str(tmp_path), repr(specs)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for i, (spacing, shape) in enumerate(specs):
+        e = np.exp(logits[i] - logits[i].max(0))
+        entry = {"spacing": spacing, "resampling": {"separate_axis_order": 0, "anisotropy_threshold": 3.0}}
+        path = write_next_stage(e / e.sum(0), shape, tmp_path / "ours", f"case{i}", entry,
+                                lambda p: np.argmax(p, 0))
+        ours = np.load(path)
+        assert ours.shape == (1, *shape) and ours.dtype == np.int16
+        np.testing.assert_array_equal(ours[0], np.load(tmp_path / f"nn_{i}.npy"), err_msg=str(spacing))

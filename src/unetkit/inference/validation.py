@@ -162,7 +162,7 @@ class _Stages:
         require_predictions(self.previous, [case], self.previous_name, self.previous.name)
         return with_previous_stage(data, load_prediction(self.previous, case, data.shape[1:]), self.labels)
 
-    def write_next(self, case: str, probs: np.ndarray, entry: dict, to_labels: Callable) -> None:
+    def write_next(self, case: str, probs: np.ndarray, entry: dict, to_labels: Callable, regions: bool) -> None:
         """Each next stage's input: these probabilities on its cache grid, as a label map."""
         from unetkit.preprocessing.cache import read_properties
         from unetkit.training.cascade import write_next_stage
@@ -173,7 +173,7 @@ class _Stages:
                 self.say(f"note: {case} is not preprocessed for {name} ({cache}); run `unetkit preprocess` for it "
                     "and validate again to predict the next stage")
                 continue
-            write_next_stage(probs, props["shape_after_resampling"], folder, case, entry, to_labels)
+            write_next_stage(probs, props["shape_after_resampling"], folder, case, entry, to_labels, regions)
 
 
 def _predict_cases(cases: list[str], out: Path, ending: str, recorded: dict[str, str], inputs: dict[str, str],
@@ -200,7 +200,8 @@ def _predict_cases(cases: list[str], out: Path, ending: str, recorded: dict[str,
             raise DataError(f"{case}.json lacks {', '.join(missing)}: not written by `unetkit preprocess`; "
                             "preprocess again", cache_dir, case)
         probs = predictor.probabilities_on_cache_grid(0, stages.input(case, np.asarray(data))).cpu().numpy()
-        stages.write_next(case, probs, model.entry, lambda p: probabilities_to_labels(p, predictor.layout))
+        stages.write_next(case, probs, model.entry, lambda p: probabilities_to_labels(p, predictor.layout),
+                          predictor.layout.uses_regions)
         probs = restore_to_original(probs, properties, plans, model.configuration)
         labels = probabilities_to_labels(probs, predictor.layout)
         geometry = Geometry.from_json(properties["geometry"])

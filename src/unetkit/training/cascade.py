@@ -96,27 +96,42 @@ def with_previous_stage(data: np.ndarray, previous_seg: np.ndarray, labels: Sequ
     return np.concatenate([np.asarray(data, dtype=np.float32), one_hot(previous_seg[0], labels)], axis=0)
 
 
-def write_next_stage(probabilities: np.ndarray, target_shape: Sequence[int], folder: Path, case: str,
-                     entry: dict, to_labels: Callable[[np.ndarray], np.ndarray]) -> Path:
-    """Resample this stage's probabilities (its cache grid) to the next stage's cache grid, take
-    the label map (``to_labels``) and write it atomically as ``CASE.npy``.
+def to_logits(probabilities: np.ndarray, regions: bool) -> np.ndarray:
+    """Logits up to a per-voxel constant: log-probabilities (softmax) or log-odds (sigmoid regions)."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float32), 1e-30, 1.0)
+    return np.log(p / np.clip(1.0 - p, 1e-30, 1.0)) if regions else np.log(p)
 
-    As nnU-Net's ``resample_and_save``: the probabilities are resampled linearly (order 1, the
-    coarse axis of an anisotropic spacing with order 0), the axis decision taken from this
-    stage's spacing alone (nnU-Net passes it as both current and target spacing).
+
+def from_logits(logits: np.ndarray, regions: bool) -> np.ndarray:
+    """Probabilities again: softmax over channels, or a sigmoid per region channel."""
+    if regions:
+        return 1.0 / (1.0 + np.exp(-logits))
+    e = np.exp(logits - logits.max(axis=0, keepdims=True))
+    return e / e.sum(axis=0, keepdims=True)
+
+
+def write_next_stage(probabilities: np.ndarray, target_shape: Sequence[int], folder: Path, case: str,
+                     entry: dict, to_labels: Callable[[np.ndarray], np.ndarray], regions: bool = False) -> Path:
+    """Resample this stage's prediction (its cache grid) to the next stage's cache grid, take the
+    label map (``to_labels`` of probabilities) and write it atomically as ``CASE.npy``.
+
+    As nnU-Net's ``resample_and_save``: the *logits* are resampled linearly (order 1; the coarse
+    axis of an anisotropic spacing with order 0), the axis decision taken from this stage's spacing
+    alone (nnU-Net passes it as both current and target spacing). Interpolation is linear, so the
+    log-probabilities give the same label map as nnU-Net's logits (they differ per voxel by one
+    constant over the classes).
     """
     from unetkit.preprocessing.resampling import resample_probabilities
     from unetkit.utils.atomic import atomic_path
 
     spacing = [float(s) for s in entry["spacing"]]
     opts = entry.get("resampling") or {}
-    resampled = resample_probabilities(np.asarray(probabilities, dtype=np.float32), [int(s) for s in target_shape],
+    resampled = resample_probabilities(to_logits(probabilities, regions), [int(s) for s in target_shape],
                                        spacing, spacing, 1, int(opts.get("separate_axis_order", 0)),
                                        float(opts.get("anisotropy_threshold", 3.0)))
-    seg = np.asarray(to_labels(resampled)).astype(np.int16)[None]
+    seg = np.asarray(to_labels(from_logits(resampled, regions))).astype(np.int16)[None]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{case}.npy"
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, seg, allow_pickle=False)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, seg, allow_pickle=False)
     return path
