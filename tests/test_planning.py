@@ -197,7 +197,10 @@ def test_plan_matches_nnunet(name):
                             settings=PlannerSettings(memory_gb=case.get("gb", 8.0)))
     expected = NNUNET_PLANS[name]
     assert plans["transpose_forward"] == expected["transpose_forward"]
-    assert set(plans["configurations"]) == set(expected) - {"transpose_forward"}
+    # NNUNET_PLANS records the planned configurations; nnU-Net adds the 3d_cascade_fullres
+    # pointer entry whenever 3d_lowres exists (tests/test_cascade_reference.py compares it).
+    cascade = {"3d_cascade_fullres"} if "3d_lowres" in expected else set()
+    assert set(plans["configurations"]) == (set(expected) - {"transpose_forward"}) | cascade
     for config, exp in expected.items():
         if config == "transpose_forward":
             continue
@@ -323,7 +326,9 @@ def test_smaller_budget_never_gives_a_bigger_plan():
 def test_lowres_created_for_large_images_and_dropped_when_not_smaller():
     big = CASES["large_ct_lowres"]
     configs = plan_experiment(_fingerprint(big), big["channel_names"], big["labels"])["configurations"]
-    assert set(configs) == {"2d", "3d_fullres", "3d_lowres"}
+    assert set(configs) == {"2d", "3d_fullres", "3d_lowres", "3d_cascade_fullres"}
+    assert configs["3d_lowres"]["next_stage"] == "3d_cascade_fullres"
+    assert configs["3d_cascade_fullres"] == {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}
     assert configs["3d_fullres"]["batch_dice"] is True and configs["3d_lowres"]["batch_dice"] is False
     full_voxels = np.prod(configs["3d_fullres"]["median_image_size_in_voxels"])
     low_voxels = np.prod(configs["3d_lowres"]["median_image_size_in_voxels"])

@@ -113,6 +113,9 @@ def run_pipeline(raw: str | Path, workdir: str | Path | None = None, *, configur
     preprocess_dataset(raw, workdir, configurations=[configuration], num_processes=num_processes, progress=False)
     say(f"preprocess: -> {paths.preprocessed(entry.get('data_identifier', configuration))}")
     seconds["preprocess"] = time.perf_counter() - t
+    if entry.get("previous_stage"):  # a cascade stage: every fold of the previous stage first
+        _train_previous_stage(raw, workdir, entry["previous_stage"], overrides, device, mirror, num_processes,
+                              on_changed_data, seconds, say)
 
     result = PipelineResult(plans=plans_path, configuration=configuration, model_dir=Path())
     t = time.perf_counter()
@@ -183,14 +186,47 @@ def _train_folds(result: PipelineResult, raw: Path, workdir: str | Path | None, 
     return retrained
 
 
+def _train_previous_stage(raw: Path, workdir: str | Path | None, previous: str, overrides: dict[str, Any],
+                          device: str, mirror: bool, num_processes: int | None, on_changed_data: str,
+                          seconds: dict[str, float], say: Callable[[str], None]) -> None:
+    """Preprocess, train and validate every fold of ``previous`` (3d_lowres): each fold's final
+    validation writes its cases' predictions for the cascade stage (``predicted_next_stage``).
+    The time spent goes into ``seconds["previous_stage"]``."""
+    from unetkit.inference.validation import predict_validation
+    from unetkit.preprocessing import preprocess_dataset
+    from unetkit.training.dataset import CachedDataset
+    from unetkit.training.splits import load_or_create_splits
+    from unetkit.training.trainer import train
+    from unetkit.utils.paths import WorkPaths
+
+    start = time.perf_counter()
+    paths = WorkPaths.for_dataset(raw, workdir)
+    preprocess_dataset(raw, workdir, configurations=[previous], num_processes=num_processes, progress=False)
+    cases = CachedDataset(paths.preprocessed(previous)).cases
+    folds = range(len(load_or_create_splits(paths.splits, cases)))
+    say(f"cascade: training {previous} folds {list(folds)} first; their validation predicts every case for the "
+        "cascade stage")
+    for fold in folds:
+        trained = train(workdir, raw, previous, fold, overrides, resume=True, echo=False,
+                        on_changed_data=on_changed_data)
+        predict_validation(trained.output_dir, device=device, mirror=mirror, num_processes=num_processes,
+                           skip_existing=trained.seconds_per_iteration is None)
+        say(f"train: {previous} fold {fold}, {trained.epochs_done} epochs -> {trained.output_dir}")
+    seconds["previous_stage"] = time.perf_counter() - start
+
+
 def _predict_test(result: PipelineResult, test_input: Path, output: Path, folds: Sequence[int], retrained: set[int],
                   device: str, mirror: bool, say: Callable[[str], None]) -> None:
     """Predict the test images; kept predictions are reused unless a fold trained now."""
-    from unetkit.inference.predictor import Predictor
+    from unetkit.inference.cascade import run_previous_stages
+    from unetkit.inference.predictor import Predictor, collect_inputs
 
+    cases = collect_inputs(test_input)
     predictor = Predictor.from_model_dir(result.model_dir, folds=list(folds), device=device, mirror=mirror,
                                          progress=False)
-    summary = predictor.predict_files(test_input, output, skip_existing=not retrained)
+    run_previous_stages(predictor, cases, output, skip_existing=not retrained, log=say, mirror=mirror,
+                        progress=False)
+    summary = predictor.predict_files(cases, output, skip_existing=not retrained)
     result.predictions = output
     result.num_predicted = len(summary.case_seconds) + len(summary.skipped)
     redone = f" ({len(summary.stale)} made earlier from other inputs or by another model: predicted again)" \

@@ -132,6 +132,12 @@ def _predict(args: argparse.Namespace, model_dirs: list[Path], checkpoint: str) 
         described = ", ".join(f"keep largest component of {s['labels']}" for s in steps)
         print(f"postprocessing: {len(steps)} step(s) {described}" if steps
               else "postprocessing: none decided (the file says no step helped)")
+    from unetkit.inference.cascade import run_previous_stages
+
+    run_previous_stages(predictor, cases, args.output, checkpoint=checkpoint,
+                        skip_existing=args.skip_existing, log=(lambda m: None) if args.quiet else print,
+                        step_size=args.step_size, mirror=args.mirror, tile_batch=args.tile_batch,
+                        use_gaussian=args.gaussian, amp=args.amp, compile=args.compile, progress=not args.quiet)
     summary = predictor.predict_files(cases, args.output, save_probabilities=args.save_probabilities,
                                       skip_existing=args.skip_existing, output_ending=args.output_ending)
     if not args.quiet:

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help="raw dataset folder (nnU-Net v2 layout; `unetkit import` makes one)")
     parser.add_argument("--workdir", default=None, help="work root (default ./unetkit_work)")
     parser.add_argument("-c", "--configuration", default=None,
-                        help="plan configuration (default: 3d_fullres for volumes, 2d for pictures)")
+                        help="plan configuration (default: 3d_fullres for volumes, 2d for pictures); "
+                             "3d_cascade_fullres trains every 3d_lowres fold first")
     parser.add_argument("--folds", nargs="+", type=int, default=[0],
                         help="cross-validation folds to train (default 0; nnU-Net trains 0 1 2 3 4)")
     parser.add_argument("--memory-gb", type=float, default=None,

@@ -122,6 +122,11 @@ class ConfigurationModel:
     checkpoint_names: list[str]
 
     @property
+    def previous_stage(self) -> str | None:
+        """The configuration whose prediction this cascade stage takes as extra input (else None)."""
+        return self.entry.get("previous_stage")
+
+    @property
     def network_dims(self) -> int:
         return len(self.patch_size)
 
@@ -184,8 +189,13 @@ def load_configuration(model_dir: str | Path, folds: Sequence[int | str] | None 
     entry = (plans.get("configurations") or {}).get(configuration)
     if entry is None:
         raise ModelInputError(f"checkpoint holds no plan entry for configuration {configuration!r}", dirs[0])
+    from unetkit.training.cascade import extra_channels
+
+    # in_channels counts the image channels a user gives; a cascade stage's network also takes the
+    # previous stage's one-hot channels (added by the Predictor from ``previous_stage_dir``).
     return ConfigurationModel(model_dir=model_dir, configuration=configuration, plans=plans, entry=entry,
-                              patch_size=tuple(int(p) for p in patch), in_channels=in_channels,
+                              patch_size=tuple(int(p) for p in patch),
+                              in_channels=in_channels - extra_channels(plans, entry),
                               layout=LabelLayout.from_meta(meta, num_classes),
                               mirror_axes=_mirror_axes(meta, entry, dims), networks=networks, fold_dirs=dirs,
                               checkpoint_names=names)
@@ -389,7 +399,7 @@ class Predictor:
                  step_size: float = DEFAULT_STEP_SIZE, mirror: bool = True, tile_batch: int | None = None,
                  use_gaussian: bool = True, amp: bool | None = None, compile: bool = False,
                  channels_last: bool | None = None, progress: bool = True,
-                 postprocessing: dict | None = None) -> None:
+                 postprocessing: dict | None = None, previous_stage_dir: str | Path | None = None) -> None:
         if not models:
             raise ValueError("a Predictor needs at least one trained configuration")
         self.models = list(models)
@@ -413,6 +423,8 @@ class Predictor:
         # Connected-component steps decided by `unetkit select` (postprocessing.json), applied to
         # every label map written; None = none.
         self.postprocessing = postprocessing
+        # Cascade stages: the previous stage's label maps (CASE.ext on the input's grid), read per case.
+        self.previous_stage_dir = None if previous_stage_dir is None else Path(previous_stage_dir)
         # channels_last(_3d) measured no faster on an H100 (fp16) for nnU-Net's Hippocampus, DRIVE and
         # ISBI networks (2D up to 1.4x slower), nor on the CPU: off unless asked for.
         self.channels_last = False if channels_last is None else bool(channels_last)
@@ -498,10 +510,25 @@ class Predictor:
             raise ModelInputError(f"geometry has {len(geometry.spacing)} spacing values for {self.data_dims} axes")
         return geometry
 
-    def _preprocess(self, image: np.ndarray, geometry: Geometry, case: str | None) -> list[tuple[np.ndarray, dict]]:
+    def _preprocess(self, image: np.ndarray, geometry: Geometry, case: str | None,
+                    previous: np.ndarray | None = None) -> list[tuple[np.ndarray, dict]]:
+        """Each model's input on its cache grid; a cascade stage's gets ``previous`` (the previous
+        stage's label map on the image's grid), preprocessed as a label map, as one-hot channels."""
         from unetkit.preprocessing import preprocess_case
+        from unetkit.training.cascade import stage_labels, with_previous_stage
 
-        return [preprocess_case(image, geometry, m.plans, m.configuration, case=case)[::2] for m in self.models]
+        prepared = []
+        for m in self.models:
+            if m.previous_stage is None:
+                prepared.append(preprocess_case(image, geometry, m.plans, m.configuration, case=case)[::2])
+                continue
+            if previous is None:
+                raise ModelInputError(f"{m.describe()} is a cascade stage: it needs the {m.previous_stage} "
+                                      f"prediction of case {case!r} (predict with `unetkit predict -m` on it, "
+                                      "which runs both stages)")
+            data, seg, props = preprocess_case(image, geometry, m.plans, m.configuration, previous, case=case)
+            prepared.append((with_previous_stage(data, seg, stage_labels(m.plans)), props))
+        return prepared
 
     def _autocast(self):
         if self.amp and self.device.type == "cuda":
@@ -545,20 +572,21 @@ class Predictor:
             total /= len(per_model)
         return total
 
-    def predict_array(self, image: np.ndarray, geometry: Geometry | None = None, case: str | None = None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+    def predict_array(self, image: np.ndarray, geometry: Geometry | None = None, case: str | None = None,
+                      previous: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Predict one image ``(C, *spatial)`` held in memory.
 
         Args:
             image: channels first, spatial axes in numpy order (as :func:`unetkit.data.io.read_images`
                 returns them).
             geometry: spacing (mm, numpy axis order) and orientation; default spacing 1.
+            previous: for a cascade stage, the previous stage's label map on the image's grid.
 
         Returns:
             ``(labels spatial, probabilities (K, *spatial) float32)`` on the image's grid.
         """
         geometry = self.check_array(image, geometry)
-        probs = self._predict_prepared(self._preprocess(np.asarray(image), geometry, case))
+        probs = self._predict_prepared(self._preprocess(np.asarray(image), geometry, case, previous))
         return self.labels_from(probs), probs
 
     def labels_from(self, probabilities: np.ndarray) -> np.ndarray:
@@ -580,12 +608,24 @@ class Predictor:
             if image.shape[0] != self.in_channels:
                 raise ModelInputError(f"case has {image.shape[0]} channel(s) after reading; the model expects "
                                       f"{self.in_channels}", case.files[0], case.name)
-            return _Prepared(case, geometry, self._preprocess(image, geometry, case.name))
+            return _Prepared(case, geometry, self._preprocess(image, geometry, case.name, self._previous(case)))
         except DataError as exc:
             return _Prepared(case, Geometry((1.0,)), [], str(exc))
         except (ValueError, KeyError, MemoryError, OSError) as exc:
             return _Prepared(case, Geometry((1.0,)), [], f"case {case.name!r} ({case.files[0]}): "
                                                          f"{type(exc).__name__}: {exc}")
+
+    def _previous(self, case: InputCase) -> np.ndarray | None:
+        """The previous stage's label map of ``case`` from ``previous_stage_dir`` (None: no cascade stage)."""
+        from unetkit.data.io import read_label
+
+        if self.previous_stage_dir is None or all(m.previous_stage is None for m in self.models):
+            return None
+        path = self.previous_stage_dir / f"{case.name}{case.ending}"
+        if not path.is_file():
+            raise ModelInputError("the previous stage's prediction of this case is missing", path, case.name)
+        label, _ = read_label(path, case.name)
+        return label
 
     def predict_files(self, inputs: str | Path | Sequence[str | Path] | Sequence[InputCase], output_dir: str | Path,
                       *, save_probabilities: bool = False, skip_existing: bool = False,
@@ -729,10 +769,16 @@ def predict_files(model_dirs: str | Path | Sequence[str | Path], inputs: str | P
     """One-call prediction: load the models, check and predict ``inputs`` into ``output_dir``.
 
     Inputs are collected (unknown file types refused) before the models load, and checked
-    against the models before any case is read in full, so a wrong input fails at once.
+    against the models before any case is read in full, so a wrong input fails at once. A
+    cascade stage's previous stage predicts the inputs first (:mod:`unetkit.inference.cascade`).
     """
+    from unetkit.inference.cascade import run_previous_stages
+
     cases = collect_inputs(inputs)
     predictor = Predictor.from_model_dir(model_dirs, folds, checkpoint, device, **options)
+    # A cascade stage: its previous stage predicts every case first (into OUTPUT/previous_stage_*).
+    run_previous_stages(predictor, cases, output_dir, checkpoint=checkpoint, skip_existing=skip_existing,
+                        log=lambda message: None, **{k: v for k, v in options.items() if k != "postprocessing"})
     return predictor.predict_files(cases, output_dir, save_probabilities=save_probabilities,
                                    skip_existing=skip_existing, output_ending=output_ending)
 

@@ -90,9 +90,10 @@ def predict_validation(fold_dir: str | Path, *, device: str = "auto", mirror: bo
     signature = predictor.signature()
     recorded = provenance.read_record(out, signature)
     inputs = {case: _cache_signature(cache_dir, case) for case in cases}
+    stages = _Stages.of(fold_dir, model, say)
     try:
         _predict_cases(cases, out, ending, recorded, inputs, skip_existing, save_probabilities, cache_dir,
-                       predictor, model, mirror, result)
+                       predictor, model, mirror, result, stages)
     finally:
         provenance.write_record(out, signature, {**{k: v for k, v in recorded.items() if k not in inputs},
                                                  **{c: inputs[c] for c in [*result.skipped, *result.cases]}})
@@ -116,9 +117,68 @@ def _cache_signature(cache_dir: Path, case: str) -> str:
     return f"{props.get('raw_signature')}:{props.get('plans_fingerprint')}"
 
 
+@dataclass
+class _Stages:
+    """The cascade around a fold: where its input from the previous stage comes from, and the
+    next stages it predicts for (``predicted_next_stage``, as nnU-Net's final validation)."""
+
+    previous: Path | None = None                 # models/PREV__ARCH/predicted_next_stage/CONFIG
+    previous_name: str = ""                      # PREV (3d_lowres)
+    labels: list[int] = field(default_factory=list)
+    say: Callable[[str], None] = print
+    next: dict[str, tuple[Path, Path]] = field(default_factory=dict)  # name -> (its cache, output folder)
+
+    @classmethod
+    def of(cls, fold_dir: Path, model, say: Callable[[str], None]) -> "_Stages":
+        from unetkit.planning.plans import load_plans
+        from unetkit.training.cascade import next_stages, predictions_folder, previous_stage, stage_labels
+
+        models_root, arch = fold_dir.resolve().parents[1], fold_dir.resolve().parent.name.split("__", 1)[-1]
+        stages = cls(labels=stage_labels(model.plans), say=say)
+        if previous_stage(model.entry):
+            stages.previous_name = previous_stage(model.entry)
+            stages.previous = predictions_folder(models_root, stages.previous_name, arch, model.configuration)
+        names = next_stages(model.entry)
+        if names:
+            plans = load_plans(_work_root(fold_dir) / "plans.json")
+            for name in names:
+                entry = plans["configurations"].get(name)
+                if entry is None:
+                    say(f"note: next stage {name!r} is not in plans.json; not predicted for it")
+                    continue
+                stages.next[name] = (_work_root(fold_dir) / "preprocessed" / entry["data_identifier"],
+                                     predictions_folder(models_root, model.configuration, arch, name))
+        return stages
+
+    def done(self, case: str) -> bool:
+        return all((folder / f"{case}.npy").is_file() for _, folder in self.next.values())
+
+    def input(self, case: str, data: np.ndarray) -> np.ndarray:
+        """The network input: the cached image, plus the previous stage's one-hot for a cascade stage."""
+        if self.previous is None:
+            return data
+        from unetkit.training.cascade import load_prediction, require_predictions, with_previous_stage
+
+        require_predictions(self.previous, [case], self.previous_name, self.previous.name)
+        return with_previous_stage(data, load_prediction(self.previous, case, data.shape[1:]), self.labels)
+
+    def write_next(self, case: str, probs: np.ndarray, entry: dict, to_labels: Callable, regions: bool) -> None:
+        """Each next stage's input: these probabilities on its cache grid, as a label map."""
+        from unetkit.preprocessing.cache import read_properties
+        from unetkit.training.cascade import write_next_stage
+
+        for name, (cache, folder) in self.next.items():
+            props = read_properties(cache, case)
+            if not props or "shape_after_resampling" not in props:
+                self.say(f"note: {case} is not preprocessed for {name} ({cache}); run `unetkit preprocess` for it "
+                    "and validate again to predict the next stage")
+                continue
+            write_next_stage(probs, props["shape_after_resampling"], folder, case, entry, to_labels, regions)
+
+
 def _predict_cases(cases: list[str], out: Path, ending: str, recorded: dict[str, str], inputs: dict[str, str],
                    skip_existing: bool, save_probabilities: bool, cache_dir: Path, predictor: Predictor, model,
-                   mirror: bool, result: ValidationResult) -> None:
+                   mirror: bool, result: ValidationResult, stages: _Stages) -> None:
     from unetkit.preprocessing import restore_to_original
     from unetkit.preprocessing.cache import load_case
 
@@ -126,7 +186,7 @@ def _predict_cases(cases: list[str], out: Path, ending: str, recorded: dict[str,
     for case in cases:
         label_path, npz_path, _ = prediction_paths(out, case, ending)
         if (skip_existing and label_path.is_file() and (not save_probabilities or npz_path.is_file())
-                and recorded.get(case) == inputs[case]):
+                and recorded.get(case) == inputs[case] and stages.done(case)):
             result.skipped.append(case)
             continue
         try:
@@ -139,7 +199,9 @@ def _predict_cases(cases: list[str], out: Path, ending: str, recorded: dict[str,
         if missing:
             raise DataError(f"{case}.json lacks {', '.join(missing)}: not written by `unetkit preprocess`; "
                             "preprocess again", cache_dir, case)
-        probs = predictor.probabilities_on_cache_grid(0, np.asarray(data)).cpu().numpy()
+        probs = predictor.probabilities_on_cache_grid(0, stages.input(case, np.asarray(data))).cpu().numpy()
+        stages.write_next(case, probs, model.entry, lambda p: probabilities_to_labels(p, predictor.layout),
+                          predictor.layout.uses_regions)
         probs = restore_to_original(probs, properties, plans, model.configuration)
         labels = probabilities_to_labels(probs, predictor.layout)
         geometry = Geometry.from_json(properties["geometry"])

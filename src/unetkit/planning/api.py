@@ -157,6 +157,14 @@ def _plan_locked(dataset, dataset_root, paths: WorkPaths, settings: PlannerSetti
             extra = {k: v for k, v in old.get("configurations", {}).items() if k not in plans["configurations"]}
         except (ValueError, AttributeError, json.JSONDecodeError):
             extra = {}
+        # A cascade whose previous stage the new plan no longer has goes, with that stage's old entry.
+        stages = {k: v for k, v in extra.items() if isinstance(v, dict)}
+        orphans = {k for k, v in stages.items()
+                   if v.get("previous_stage") and v["previous_stage"] not in plans["configurations"]}
+        orphans |= {k for k, v in stages.items() if v.get("next_stage") in orphans}
+        if orphans:
+            say(f"dropping {sorted(orphans)} from the existing plans.json: the cascade is no longer planned")
+            extra = {k: v for k, v in extra.items() if k not in orphans}
         if extra:
             say(f"keeping hand-added configurations {sorted(extra)} from the existing plans.json")
             plans["configurations"].update(extra)

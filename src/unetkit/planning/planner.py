@@ -18,7 +18,9 @@ Overview, for a 3D dataset:
    cap the batch so that one batch covers at most 5% of the dataset's voxels; batch >= 2.
 4. ``3d_lowres`` exists when the full-resolution patch covers < 25% of the median image:
    the spacing grows by 3% steps until the patch covers 25%; it is dropped again when the
-   low-resolution image is less than 2x smaller than the full-resolution one.
+   low-resolution image is less than 2x smaller than the full-resolution one. With it come
+   ``3d_lowres.next_stage`` and the ``3d_cascade_fullres`` entry (inherits 3d_fullres, previous
+   stage 3d_lowres), exactly as nnU-Net writes them.
 """
 
 from __future__ import annotations
@@ -386,7 +388,7 @@ def _configuration_entry(partial: dict, identifier: str, median_shape, batch_dic
 
 def _plan_configurations(target_t: np.ndarray, median_t: np.ndarray, num_classes: int, n_cases: int,
                          settings: PlannerSettings, schemes: list[str], use_mask: list[bool]) -> dict[str, dict]:
-    """``2d``, ``3d_fullres`` and (when worth it) ``3d_lowres``, in that order."""
+    """``2d``, ``3d_fullres`` and (when worth it) ``3d_lowres`` with ``3d_cascade_fullres``, in that order."""
     configurations: dict[str, dict] = {}
     dataset_voxels = float(np.prod(median_t, dtype=np.float64) * n_cases)
     two_d = plan_configuration(target_t[-2:], median_t[-2:], num_classes, dataset_voxels, settings)
@@ -399,6 +401,10 @@ def _plan_configurations(target_t: np.ndarray, median_t: np.ndarray, num_classes
         if low is not None:
             configurations["3d_lowres"] = _configuration_entry(low, "3d_lowres", low["_median"], False, schemes,
                                                                use_mask)
+            configurations["3d_lowres"]["next_stage"] = "3d_cascade_fullres"
+            # nnU-Net v2.8.1's cascade entry: the full-resolution plan plus the previous stage's
+            # one-hot prediction as extra input channels (unetkit.training.cascade).
+            configurations["3d_cascade_fullres"] = {"inherits_from": "3d_fullres", "previous_stage": "3d_lowres"}
     return configurations
 
 

@@ -138,6 +138,17 @@ def validate_configuration(name: str, cfg: dict, num_channels: int, path: Path |
              "change the patch or the strides together")
 
 
+def _check_stages(name: str, cfg: dict, configurations: dict, path: Path | None) -> None:
+    """``previous_stage`` / ``next_stage`` (the cascade) must name configurations of the plans."""
+    stages = [("previous_stage", cfg.get("previous_stage"))]
+    nxt = cfg.get("next_stage")
+    stages += [("next_stage", n) for n in (nxt if isinstance(nxt, list) else [nxt])]
+    for key, other in stages:
+        if other is not None and other not in configurations:
+            raise PlansError(f"configuration {name!r}: {key} {other!r} is not a configuration of the plans; "
+                             f"available: {sorted(configurations)}", path)
+
+
 def validate_plans(plans: dict, path: Path | None = None) -> dict:
     """Check a plans dictionary and return it with every configuration resolved.
 
@@ -168,6 +179,7 @@ def validate_plans(plans: dict, path: Path | None = None) -> dict:
         require_name(name, "configuration name (key of \"configurations\")", path, PlansError)
         cfg = resolve_configuration(plans["configurations"], name, path)
         validate_configuration(name, cfg, num_channels, path)
+        _check_stages(name, cfg, plans["configurations"], path)
         require_name(cfg.get("data_identifier"), f"configurations.{name}.data_identifier", path, PlansError)
         resolved["configurations"][name] = cfg
     return resolved

@@ -409,7 +409,7 @@ def preprocess_dataset(dataset_root: str | Path, workdir: str | Path | None = No
     dataset = load_dataset(dataset_root)
     paths = WorkPaths.for_dataset(dataset_root, workdir, name)
     with folder_lock(paths.root, "unetkit preprocess"):
-        plans = plans if plans is not None else _read_plans(paths.plans)
+        plans = _resolved(plans if plans is not None else _read_plans(paths.plans), paths.plans)
         folders, fingerprints = _output_folders(plans, configurations, paths)
         cases = dataset.training_cases()
         unlabelled = [c.name for c in cases if c.label is None]
@@ -441,6 +441,18 @@ def _read_plans(path: Path) -> dict:
         return read_json(path)
     except ValueError as exc:
         raise DataError(str(exc), path) from exc
+
+
+def _resolved(plans: dict, path: Path) -> dict:
+    """The plans with every configuration's ``inherits_from`` chain applied (3d_cascade_fullres)."""
+    from unetkit.planning.plans import resolve_configuration
+
+    configs = plans.get("configurations")
+    if not isinstance(configs, dict):
+        raise DataError("'configurations' must be a JSON object", path)
+    resolved = dict(plans)
+    resolved["configurations"] = {name: resolve_configuration(configs, name, path) for name in configs}
+    return resolved
 
 
 def _output_folders(plans: dict, configurations: Sequence[str] | None, paths

@@ -304,7 +304,7 @@ def _spatial(data: torch.Tensor, seg: torch.Tensor, cfg: AugmentationConfig, rng
 
     c = data.shape[1]
     out_data = torch.empty((b, c, *patch), dtype=data.dtype, device=data.device)
-    out_seg = torch.empty((b, 1, *patch), dtype=seg.dtype, device=seg.device)
+    out_seg = torch.empty((b, seg.shape[1], *patch), dtype=seg.dtype, device=seg.device)
     crop = (slice(None), slice(None)) + _crop_slices(initial, patch)
     plain = [i for i in range(b) if i not in affines]
     for i in plain:
@@ -344,15 +344,17 @@ def _resample(data: torch.Tensor, seg: torch.Tensor, idx: list[int], affines: li
     sub_seg = seg.index_select(0, index)[:, 0]
     if cfg.label_interpolation == "nearest":
         out_data[index] = F.grid_sample(sub_data, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        lab = F.grid_sample(sub_seg[:, None].float(), grid, mode="nearest", padding_mode="zeros",
+        lab = F.grid_sample(seg.index_select(0, index).float(), grid, mode="nearest", padding_mode="zeros",
                             align_corners=False)
         out_seg[index] = lab.round().to(out_seg.dtype)
         return
+    for channel in range(1, seg.shape[1]):  # cascade: the previous stage's labels, resampled alike
+        out_seg[index, channel] = _resample_labels(seg.index_select(0, index)[:, channel], grid, out_seg.dtype)
     fg = [v for v in _label_values(sub_seg) if v != 0]
     c = sub_data.shape[1]
     if not fg:
         out_data[index] = F.grid_sample(sub_data, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        out_seg[index] = 0
+        out_seg[index, 0] = 0
         return
     # image channels and one indicator per foreground label, resampled together
     stacked = torch.empty((n, c + len(fg), *sub_data.shape[2:]), dtype=sub_data.dtype, device=dev)
@@ -371,7 +373,23 @@ def _resample(data: torch.Tensor, seg: torch.Tensor, idx: list[int], affines: li
         better = score > best
         winner.masked_fill_(better, v)
         best = torch.maximum(best, score)
-    out_seg[index] = winner[:, None]
+    out_seg[index, 0] = winner
+
+
+def _resample_labels(seg: torch.Tensor, grid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Label maps ``(N, *spatial)`` on ``grid`` by the indicator rule of :func:`_resample`."""
+    fg = [v for v in _label_values(seg) if v != 0]
+    winner = torch.zeros((seg.shape[0], *grid.shape[1:-1]), dtype=dtype, device=seg.device)
+    if not fg:
+        return winner
+    indicators = torch.stack([(seg == v).float() for v in fg], 1)
+    res = F.grid_sample(indicators, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    best = 1.0 - res.sum(1)
+    for k, v in enumerate(fg):
+        better = res[:, k] > best
+        winner.masked_fill_(better, v)
+        best = torch.maximum(best, res[:, k])
+    return winner
 
 
 def _label_values(seg: torch.Tensor) -> list[int]:

@@ -54,8 +54,12 @@ class CachedDataset:
     costs tens of microseconds and keeps no file handle between calls.
     """
 
-    def __init__(self, folder: str | Path, case_names: Sequence[str] | None = None):
+    def __init__(self, folder: str | Path, case_names: Sequence[str] | None = None,
+                 previous_stage: str | Path | None = None):
         self.folder = Path(folder)
+        # Cascade: the previous stage's label maps on this cache's grid (unetkit.training.cascade),
+        # read by :meth:`previous` (nnU-Net's ``seg_from_previous_stage``).
+        self.previous_stage = None if previous_stage is None else Path(previous_stage)
         if not self.folder.is_dir():
             raise DataError("preprocessed folder not found; run `unetkit preprocess` first", self.folder)
         # A finished case has CASE.json (written last) beside CASE.npy; other JSON files that a
@@ -152,6 +156,14 @@ class CachedDataset:
             raise DataError(f"label map shape {seg.shape} does not match image shape {data.shape} "
                             f"(expected (1, {', '.join(map(str, data.shape[1:]))}))", seg_path, name)
         return data, seg
+
+    def previous(self, name: str, shape: Sequence[int]) -> np.ndarray:
+        """The previous stage's prediction of ``name``, int16 ``(1, *shape)`` memory map (cascade)."""
+        from unetkit.training.cascade import load_prediction
+
+        if self.previous_stage is None:
+            raise ValueError(f"{self!r} has no previous stage")
+        return load_prediction(self.previous_stage, name, shape, mmap=True)
 
     def load(self, name: str) -> tuple[np.ndarray, np.ndarray, dict, dict[int, np.ndarray]]:
         """``(data memmap (C,*spatial), seg memmap (1,*spatial), properties, class_locations)``."""

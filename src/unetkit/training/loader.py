@@ -334,7 +334,8 @@ class TrainingBatchFn:
     def __init__(self, dataset_folder: str | Path, patch_size: Sequence[int], batch_size: int, seed: int,
                  case_names: Sequence[str] | None = None, augment: bool = True,
                  oversample_foreground: float = 0.33, probabilistic_oversampling: bool = False,
-                 device: str = "cpu", augmentation: Any = None):
+                 device: str = "cpu", augmentation: Any = None, previous_stage: str | Path | None = None,
+                 previous_labels: Sequence[int] = ()):
         from unetkit.training.augmentation import default_augmentation
 
         self.dataset_folder = str(dataset_folder)
@@ -347,6 +348,9 @@ class TrainingBatchFn:
         self.probabilistic_oversampling = bool(probabilistic_oversampling)
         self.device = str(device)
         self.config = augmentation if augmentation is not None else default_augmentation(self.patch_size)
+        # Cascade: the previous stage's predictions become one-hot input channels (cascade_augmentation).
+        self.previous_stage = None if previous_stage is None else str(previous_stage)
+        self.previous_labels = [int(v) for v in previous_labels]
         self._sampler = None
         if not self.on_cpu:
             # only the sampling happens in __call__; bind finalize for BatchLoader to find
@@ -377,7 +381,7 @@ class TrainingBatchFn:
             from unetkit.training.dataset import CachedDataset
             from unetkit.training.sampling import PatchSampler
 
-            ds = CachedDataset(self.dataset_folder, self.case_names)
+            ds = CachedDataset(self.dataset_folder, self.case_names, previous_stage=self.previous_stage)
             self._sampler = PatchSampler(ds, self.patch_size, self.batch_size, self.oversample_foreground,
                                          self.probabilistic_oversampling, self.initial_patch_size)
         return self._sampler
@@ -391,8 +395,15 @@ class TrainingBatchFn:
         from unetkit.training.augmentation import augment_batch, crop_batch
 
         if self.augment:
-            return augment_batch(batch, self.config, batch_rng(self.seed, batch["index"], 1), device=device)
-        return crop_batch(batch, self.patch_size, device=device)
+            batch = augment_batch(batch, self.config, batch_rng(self.seed, batch["index"], 1), device=device)
+        else:
+            batch = crop_batch(batch, self.patch_size, device=device)
+        if self.previous_stage is None:
+            return batch
+        from unetkit.training.cascade_augmentation import previous_stage_to_data
+
+        rng = batch_rng(self.seed, batch["index"], 2) if self.augment else None
+        return previous_stage_to_data(batch, self.previous_labels, rng)
 
     def __call__(self, index: int) -> dict:
         batch = self.sample(index)
@@ -410,7 +421,8 @@ class TrainingBatchFn:
 def make_training_batch_fn(dataset_folder: str | Path, plans_configuration: dict, batch_size: int | None,
                            seed: int, case_names: Sequence[str] | None = None, augment: bool = True,
                            oversample_foreground: float = 0.33, probabilistic_oversampling: bool = False,
-                           device: str = "cpu", **augmentation_overrides: Any) -> TrainingBatchFn:
+                           device: str = "cpu", previous_stage: str | Path | None = None,
+                           previous_labels: Sequence[int] = (), **augmentation_overrides: Any) -> TrainingBatchFn:
     """Compose sampler and augmentation into the batch function the trainer gives ``BatchLoader``.
 
     Args:
@@ -423,6 +435,8 @@ def make_training_batch_fn(dataset_folder: str | Path, plans_configuration: dict
         augment: False for validation batches (centre crop of a patch-size box, no augmentation).
         oversample_foreground, probabilistic_oversampling: see :class:`PatchSampler`.
         device: where augmentation runs ("cuda" moves it to the GPU, in the main process).
+        previous_stage: a cascade stage's ``predicted_next_stage`` folder; its label maps of
+            ``previous_labels`` become extra one-hot input channels (nnU-Net's cascade transforms).
         **augmentation_overrides: fields of :class:`AugmentationConfig` (e.g.
             ``label_interpolation="nearest"``), applied on top of :func:`default_augmentation`.
     """
@@ -434,4 +448,4 @@ def make_training_batch_fn(dataset_folder: str | Path, plans_configuration: dict
     return TrainingBatchFn(dataset_folder, patch, bs, seed, case_names=case_names, augment=augment,
                            oversample_foreground=oversample_foreground,
                            probabilistic_oversampling=probabilistic_oversampling, device=device,
-                           augmentation=config)
+                           augmentation=config, previous_stage=previous_stage, previous_labels=previous_labels)

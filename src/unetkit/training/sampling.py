@@ -149,10 +149,12 @@ class PatchSampler:
         picks = rng.integers(len(cases), size=self.batch_size)
         keys = [cases[int(i)] for i in picks]
         data_out: np.ndarray | None = None
-        seg_out = np.empty((self.batch_size, 1, *self.initial_patch), dtype=np.int16)
+        seg_channels = 1 if getattr(self.dataset, "previous_stage", None) is None else 2  # cascade: + previous stage
+        seg_out = np.empty((self.batch_size, seg_channels, *self.initial_patch), dtype=np.int16)
         for j, name in enumerate(keys):
             force = (rng.random() < self.oversample) if self.probabilistic else self._forced[j]
             data, seg = self.dataset.arrays(name)
+            previous = self.dataset.previous(name, data.shape[1:]) if seg_channels == 2 else None
             if data_out is None:
                 data_out = np.empty((self.batch_size, data.shape[0], *self.initial_patch), dtype=np.float32)
             elif data.shape[0] != data_out.shape[1]:
@@ -160,11 +162,8 @@ class PatchSampler:
             box, final, pseudo2d = self._box_shapes(data.ndim - 1)
             locations = self.dataset.class_locations(name) if force else {}
             lower = self.bbox_lower(data.shape[1:], box, final, force, locations, rng)
-            if pseudo2d:
-                crop_and_pad(data, lower, box, data_out[j][:, None])
-                crop_and_pad(seg, lower, box, seg_out[j][:, None])
-            else:
-                crop_and_pad(data, lower, box, data_out[j])
-                crop_and_pad(seg, lower, box, seg_out[j])
+            for source, out in ((data, data_out[j]), (seg, seg_out[j][:1]), (previous, seg_out[j][1:])):
+                if source is not None:  # previous: a cascade's extra label channel
+                    crop_and_pad(source, lower, box, out[:, None] if pseudo2d else out)
         assert data_out is not None
         return {"data": data_out, "target": seg_out, "keys": keys}

@@ -40,6 +40,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from unetkit.training.cascade import stage_labels as cascade_labels
 from unetkit.training.checkpoint import (CheckpointError, checkpoint_files, latest_resumable, load_checkpoint,
                                          remove_checkpoint, save_checkpoint, set_rng_state, unwrap_model)
 from unetkit.training.config import TrainingConfig, resolve_config
@@ -130,8 +131,11 @@ def network_spec(plans: dict, entry: dict, config: TrainingConfig, num_heads: in
     deep_supervision = bool(config.deep_supervision and info.deep_supervision)
     if config.deep_supervision and not info.deep_supervision:
         log(f"--arch {config.arch}: the model has no deep-supervision outputs; training on its single output")
+    from unetkit.training.cascade import extra_channels
+
+    # A cascade stage also sees the previous stage's one-hot prediction (one channel per foreground label).
     spec = {"name": config.arch, "spatial_dims": len(entry["patch_size"]),
-            "in_channels": int(plans["num_input_channels"]), "num_classes": int(num_heads),
+            "in_channels": int(plans["num_input_channels"]) + extra_channels(plans, entry), "num_classes": int(num_heads),
             "deep_supervision": deep_supervision, "kwargs": dict(arch.get("kwargs", {}))}
     patch_kwarg = patch_keyword(config.arch)
     if patch_kwarg:  # fixed-size tables (ViT positions) are built for the patch it trains on
@@ -285,13 +289,16 @@ class StridedBatchFn:
 
 
 def make_loader(folder: Path, entry: dict, cases: Sequence[str], *, batch_size: int, oversample: float,
-                seed: int, augment: bool, start_index: int, config: TrainingConfig, ctx: DistContext) -> Any:
-    """A :class:`~unetkit.training.loader.BatchLoader` over this process's share of the batches."""
+                seed: int, augment: bool, start_index: int, config: TrainingConfig, ctx: DistContext,
+                previous_stage: Path | None = None, previous_labels: Sequence[int] = ()) -> Any:
+    """A :class:`~unetkit.training.loader.BatchLoader` over this process's share of the batches
+    (a cascade stage's batches carry the ``previous_stage`` predictions as one-hot channels)."""
     from unetkit.training.loader import BatchLoader, make_training_batch_fn
 
     device = str(ctx.device) if ctx.device.type == "cuda" else "cpu"
     fn = make_training_batch_fn(folder, entry, batch_size, seed, case_names=list(cases), augment=augment,
-                                oversample_foreground=oversample, device=device)
+                                oversample_foreground=oversample, device=device, previous_stage=previous_stage,
+                                previous_labels=previous_labels)
     finalize = getattr(fn, "finalize", None)
     if ctx.enabled:
         fn = StridedBatchFn(fn, ctx.world_size, ctx.rank)
@@ -319,6 +326,7 @@ class TrainingRun:
     network: dict[str, Any] | None = None   # network_spec(...), set when the network is built
     data_signatures: dict[str, str | None] = field(default_factory=dict)  # case -> raw files' signature
     pretrained: dict[str, Any] | None = None  # source (path, sha256) and what was loaded, when fine-tuning
+    previous_stage: Path | None = None        # cascade: the previous stage's predicted_next_stage folder
 
 
 @dataclass
@@ -344,6 +352,7 @@ def prepare_run(workdir: str | Path | None, dataset: str | Path, configuration: 
     """
     from unetkit.planning.plans import configuration as plan_configuration
     from unetkit.planning.plans import load_plans
+    from unetkit.training.cascade import predictions_folder
     from unetkit.training.dataset import CachedDataset
     from unetkit.utils.names import check_data_identifier
 
@@ -362,10 +371,13 @@ def prepare_run(workdir: str | Path | None, dataset: str | Path, configuration: 
         raise TrainingError(f"{paths.splits}: fold {fold} has no validation cases")
     entry = fit_patch_to_model(entry, config.arch)
     output_dir = paths.model_dir(configuration, config.arch, fold)
+    previous = entry.get("previous_stage")
     return TrainingRun(paths=paths, plans=plans, configuration=configuration, entry=entry, fold=fold,
                        config=config, labels=label_info(plans), output_dir=output_dir,
                        train_cases=train_cases, val_cases=val_cases, preprocessed=preprocessed,
-                       data_signatures=cache_signatures(preprocessed, [*train_cases, *val_cases]))
+                       data_signatures=cache_signatures(preprocessed, [*train_cases, *val_cases]),
+                       previous_stage=None if previous is None else
+                       predictions_folder(output_dir.parents[1], previous, config.arch, configuration))
 
 
 def cache_signatures(folder: Path, cases: Sequence[str]) -> dict[str, str | None]:
@@ -496,6 +508,11 @@ def _train(workdir, dataset, configuration, fold, overrides, resume, echo, ctx: 
     run = prepare_run(workdir, dataset, configuration, fold, overrides, write=ctx.is_main,
                       saved_config=meta.get("training_config"))
     _check_cache_is_current(run, dataset)
+    if run.previous_stage is not None:
+        from unetkit.training.cascade import require_predictions
+
+        require_predictions(run.previous_stage, [*run.train_cases, *run.val_cases], run.entry["previous_stage"],
+                            configuration)
     out = run.output_dir
     if not resume and latest_resumable(out) is not None:
         raise TrainingError(f"{out} already holds checkpoints of an earlier run; pass --resume to continue it, "
@@ -797,7 +814,8 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
                  ctx, log)
 
     iters, val_iters = cfg.iterations_per_epoch, cfg.val_iterations
-    loader_args = dict(batch_size=local_sizes[ctx.rank], oversample=oversample, config=cfg, ctx=ctx)
+    loader_args = dict(batch_size=local_sizes[ctx.rank], oversample=oversample, config=cfg, ctx=ctx,
+                       previous_stage=run.previous_stage, previous_labels=cascade_labels(run.plans))
     train_loader = make_loader(run.preprocessed, run.entry, run.train_cases, seed=cfg.seed, augment=True,
                                start_index=start_epoch * iters, **loader_args)
     val_loader = None
