@@ -80,6 +80,15 @@ def test_cascade_end_to_end(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["case_000.nii.gz", "case_001.nii.gz"]
     assert len(list((tmp_path / "out" / "previous_stage_3d_lowres").glob("*.nii.gz"))) == 2
 
+    # 3d_lowres predicted case_000 differently since (retrained): resuming the cascade stops and says so
+    import numpy as np
+
+    from unetkit.training.trainer import TrainingError
+    prediction = models / "3d_lowres__plain_unet" / "predicted_next_stage" / "3d_cascade_fullres" / "case_000.npy"
+    np.save(prediction, np.zeros_like(np.load(prediction)))
+    with pytest.raises(TrainingError, match=r"changed: 3d_lowres prediction of case_000|3d_lowres prediction of case_000"):
+        train(work, raw, "3d_cascade_fullres", 0, {**FAST, "epochs": 2}, resume=True, echo=False)
+
 
 def test_replanning_without_lowres_drops_the_cascade_entry_and_bad_stage_names_are_refused(tmp_path):
     import json

@@ -311,7 +311,7 @@ def _defaults(spatial_dims: int) -> dict[str, Any]:
     return {"compound_coefficient": 0, "decoder_widths": list(UNETPP_DECODER_WIDTHS), "drop_connect_rate": 0.2}
 
 
-@register_model(family="pretrainable", paper=EFFICIENTNET_UNETPP_PAPER, spatial_dims=(2,), deep_supervision=False,
+@register_model(family="unetpp", paper=EFFICIENTNET_UNETPP_PAPER, spatial_dims=(2,), deep_supervision=False,
                 defaults=_defaults,
                 tiny_kwargs={"width_multiplier": 0.25, "depth_multiplier": 0.3, "decoder_widths": [32, 16, 16, 8, 8]},
                 extra={"tags": ["cnn", "nested", "attention", "pretrainable-encoder"], "divisible_by": 32,

@@ -206,7 +206,7 @@ def _mbdres_defaults(spatial_dims: int) -> dict[str, Any]:
     return {"stem_channels": 32, "channels": 128, "groups": 8, "dilations": [1, 2, 3]}
 
 
-@register_model(family="seed_cnn", paper=MBDRES_PAPER, spatial_dims=(3,), deep_supervision=False,
+@register_model(family="cnn", paper=MBDRES_PAPER, spatial_dims=(3,), deep_supervision=False,
                 defaults=_mbdres_defaults, tiny_kwargs={"stem_channels": 8, "channels": 16, "groups": 2},
                 extra={"tags": ["cnn", "residual", "multiscale", "attention", "lightweight"], "divisible_by": 16,
                        "pads_input": True, "paper_params": None,
@@ -323,7 +323,7 @@ def _drunet_defaults(spatial_dims: int) -> dict[str, Any]:
     return {"levels": 5, "root_width": 16, "dropout": 0.0}
 
 
-@register_model(family="seed_cnn", paper=DRUNET_PAPER, spatial_dims=(2, 3), deep_supervision=False,
+@register_model(family="cnn", paper=DRUNET_PAPER, spatial_dims=(2, 3), deep_supervision=False,
                 defaults=_drunet_defaults, tiny_kwargs={"levels": 4, "root_width": 4},
                 extra={"tags": ["cnn", "residual", "dense"], "divisible_by": 16, "pads_input": True,
                        "paper_params": None,

@@ -106,7 +106,7 @@ def _att_swin_defaults(spatial_dims: int) -> dict[str, Any]:
     return {**swin_unet_defaults(spatial_dims), "depths": [2, 2, 6, 2]}
 
 
-@register_model(family="seed_swin", paper=ATT_SWIN_PAPER, spatial_dims=(2,), deep_supervision=False,
+@register_model(family="transformer", paper=ATT_SWIN_PAPER, spatial_dims=(2,), deep_supervision=False,
                 defaults=_att_swin_defaults,
                 tiny_kwargs={"embed_dim": 8, "depths": [2, 1, 1], "num_heads": [1, 2, 2], "window_size": 4,
                              "patch_size": 2},

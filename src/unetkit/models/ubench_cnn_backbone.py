@@ -1,4 +1,4 @@
-"""U-Bench CNNs built on a classification backbone: CE-Net, DoubleU-Net (family ``ubench-cnn``).
+"""U-Bench CNNs built on a classification backbone: CE-Net, DoubleU-Net (family ``ubench_cnn``).
 
 Both follow their papers' layouts with the backbone written here (no torchvision): the ImageNet
 weights the papers start from are not loaded (unetkit trains from scratch); only the layout is
@@ -183,7 +183,7 @@ class CENet(nn.Module):
         return crop_to(self.head(y), size)
 
 
-@register_model(family="ubench-cnn", spatial_dims=(2,), deep_supervision=False,
+@register_model(family="ubench_cnn", spatial_dims=(2,), deep_supervision=False,
                 paper="Gu et al., CE-Net: Context Encoder Network for 2D Medical Image Segmentation, IEEE TMI 2019, "
                       "arXiv:1903.02740 (Fig. 1-4; no parameter count printed: official code 29.00M at 3 in, 1 class)",
                 defaults=lambda d: {"widths": [64, 128, 256, 512], "blocks": [3, 4, 6, 3]},
@@ -328,7 +328,7 @@ class DoubleUNet(nn.Module):
         return crop_to(out2, size)
 
 
-@register_model(family="ubench-cnn", spatial_dims=(2,), deep_supervision=False,
+@register_model(family="ubench_cnn", spatial_dims=(2,), deep_supervision=False,
                 paper="Jha et al., DoubleU-Net: A Deep Convolutional Neural Network for Medical Image Segmentation, "
                       "CBMS 2020, arXiv:2006.04868 (Fig. 1-2; 29.3M trainable parameters, Sec. V)",
                 defaults=lambda d: {"vgg_widths": [64, 128, 256, 512, 512], "vgg_convs": [2, 2, 4, 4, 4],

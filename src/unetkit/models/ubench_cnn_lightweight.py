@@ -1,4 +1,4 @@
-"""Lightweight U-Bench CNNs: MALUNet, LV-UNet, LFU-Net (family ``ubench-cnn``).
+"""Lightweight U-Bench CNNs: MALUNet, LV-UNet, LFU-Net (family ``ubench_cnn``).
 
 - ``malunet``: Ruan, Xiang, Xie, Liu, Fu, "MALUNet: A Multi-Attention and Light-weight UNet for Skin
   Lesion Segmentation", IEEE BIBM 2022 (arXiv:2211.01784), Fig. 1-2, Table 1 (0.177M parameters,
@@ -206,7 +206,7 @@ class MALUNet(nn.Module):
 MALUNET_C_LIST = (8, 16, 24, 32, 48, 64)
 
 
-@register_model(family="ubench-cnn", spatial_dims=(2,), deep_supervision=False,
+@register_model(family="ubench_cnn", spatial_dims=(2,), deep_supervision=False,
                 paper="Ruan et al., MALUNet: A Multi-Attention and Light-weight UNet for Skin Lesion Segmentation, "
                       "IEEE BIBM 2022, arXiv:2211.01784 (Fig. 1-2; Table 1: 0.177M parameters, 0.083 GFLOPs)",
                 defaults=lambda d: {"c_list": list(MALUNET_C_LIST), "n_conv": 3, "bridge": True},
@@ -368,7 +368,7 @@ class LVUNet(nn.Module):
         return crop_to(self.head(y), size)
 
 
-@register_model(family="ubench-cnn", spatial_dims=(2,), deep_supervision=False,
+@register_model(family="ubench_cnn", spatial_dims=(2,), deep_supervision=False,
                 paper="Jiang et al., LV-UNet: A Lightweight and Vanilla Model for Medical Image Segmentation, "
                       "IEEE BIBM 2024, arXiv:2408.16886 (Fig. 1; count: official code's training-mode network)",
                 defaults=lambda d: {"dims": [80, 160, 240, 480], "dims2": [80, 40, 24, 16], "act_num": 1},
@@ -451,7 +451,7 @@ class LFUNet(nn.Module):
         return sum(outs) / len(outs)
 
 
-@register_model(family="ubench-cnn", spatial_dims=(2,), deep_supervision=False,
+@register_model(family="ubench_cnn", spatial_dims=(2,), deep_supervision=False,
                 paper="LFU-Net as implemented in U-Bench (Tan et al., U-Bench, 2025; models/CNN/LFU_Net); no paper "
                       "text was found to read, the layout and count are the code's",
                 defaults=lambda d: {"width": 8, "groups": 8, "levels": 5},

@@ -1,5 +1,5 @@
 """U-Bench CNNs built around multi-scale blocks: DC-UNet, KiU-Net, CFPNet-M, DCSAU-Net (family
-``ubench-cnn``).
+``ubench_cnn``).
 
 - ``dcunet``: Lou, Guan, Loew, "DC-UNet: Rethinking the U-Net Architecture with Dual Channel
   Efficient CNN for Medical Images Segmentation", SPIE Medical Imaging 2021 (arXiv:2006.00414),
@@ -118,7 +118,7 @@ def _dcunet_defaults(spatial_dims: int) -> dict[str, Any]:
     return {**topology_kwargs(topo), "alpha": 1.67, "norm": "batch"}
 
 
-@register_model(family="ubench-cnn", deep_supervision=False, defaults=_dcunet_defaults,
+@register_model(family="ubench_cnn", deep_supervision=False, defaults=_dcunet_defaults,
                 paper="Lou, Guan, Loew, DC-UNet: Rethinking the U-Net Architecture with Dual Channel Efficient CNN "
                       "for Medical Images Segmentation, SPIE Medical Imaging 2021, arXiv:2006.00414 (Fig. 3-5; "
                       "no printed count found: official Keras code 10,069,928 at 3 in, 1 class)",
@@ -218,7 +218,7 @@ class KiUNet(nn.Module):
         return self.head(u + ki)
 
 
-@register_model(family="ubench-cnn", spatial_dims=(2,), deep_supervision=False,
+@register_model(family="ubench_cnn", spatial_dims=(2,), deep_supervision=False,
                 paper="Valanarasu et al., KiU-Net: Towards Accurate Segmentation of Biomedical Images using "
                       "Over-complete Representations, MICCAI 2020, arXiv:2006.04878 (Fig. 3-4; no count read "
                       "from the paper: official code 291,225 at 3 in, 1 class, 74,112 of them in two unused units)",
@@ -331,7 +331,7 @@ class CFPNetM(nn.Module):
         return self.head(y)
 
 
-@register_model(family="ubench-cnn", spatial_dims=(2,), deep_supervision=False,
+@register_model(family="ubench_cnn", spatial_dims=(2,), deep_supervision=False,
                 paper="Lou, Guan, Loew, CFPNet-M: A Light-Weight Encoder-Decoder Based Network for Multimodal "
                       "Biomedical Image Real-Time Segmentation, Computers in Biology and Medicine 2023, "
                       "arXiv:2105.04075 (Fig. 2-4; 0.65M parameters)",
@@ -464,7 +464,7 @@ class DCSAUNet(nn.Module):
         return crop_to(self.head(y), size)
 
 
-@register_model(family="ubench-cnn", spatial_dims=(2,), deep_supervision=False,
+@register_model(family="ubench_cnn", spatial_dims=(2,), deep_supervision=False,
                 paper="Xu et al., DCSAU-Net: A Deeper and More Compact Split-Attention U-Net for Medical Image "
                       "Segmentation, Computers in Biology and Medicine 2023, arXiv:2202.00972 (Fig. 1-3)",
                 defaults=lambda d: {"base": 32, "blocks": 2, "pfc_kernel": 7},

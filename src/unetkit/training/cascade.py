@@ -15,6 +15,7 @@ len(foreground labels)`` input channels.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -64,6 +65,17 @@ def require_predictions(folder: Path, cases: Sequence[str], previous: str, confi
                         f"{len(cases)} are missing ({shown}); train all five folds of {previous} first "
                         f"(`unetkit train DATASET -c {previous} -f F` for F in 0..4; each writes its validation "
                         f"cases here)", folder)
+
+
+def prediction_signatures(folder: Path, cases: Sequence[str]) -> dict[str, str]:
+    """``{case: content hash of its previous-stage prediction, or "missing"}``: recorded in the
+    cascade's checkpoints, so a resumed cascade notices that 3d_lowres was retrained (its
+    predictions changed) as it notices changed raw files."""
+    out = {}
+    for case in sorted(set(cases)):
+        path = Path(folder) / f"{case}.npy"
+        out[case] = hashlib.sha256(path.read_bytes()).hexdigest()[:24] if path.is_file() else "missing"
+    return out
 
 
 def load_prediction(folder: Path, case: str, shape: Sequence[int], mmap: bool = False) -> np.ndarray:

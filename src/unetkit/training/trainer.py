@@ -327,6 +327,7 @@ class TrainingRun:
     data_signatures: dict[str, str | None] = field(default_factory=dict)  # case -> raw files' signature
     pretrained: dict[str, Any] | None = None  # source (path, sha256) and what was loaded, when fine-tuning
     previous_stage: Path | None = None        # cascade: the previous stage's predicted_next_stage folder
+    previous_stage_signatures: dict[str, str] = field(default_factory=dict)  # cascade: case -> prediction hash
 
 
 @dataclass
@@ -352,7 +353,7 @@ def prepare_run(workdir: str | Path | None, dataset: str | Path, configuration: 
     """
     from unetkit.planning.plans import configuration as plan_configuration
     from unetkit.planning.plans import load_plans
-    from unetkit.training.cascade import predictions_folder
+    from unetkit.training.cascade import prediction_signatures, predictions_folder
     from unetkit.training.dataset import CachedDataset
     from unetkit.utils.names import check_data_identifier
 
@@ -372,12 +373,15 @@ def prepare_run(workdir: str | Path | None, dataset: str | Path, configuration: 
     entry = fit_patch_to_model(entry, config.arch)
     output_dir = paths.model_dir(configuration, config.arch, fold)
     previous = entry.get("previous_stage")
+    previous_folder = None if previous is None else predictions_folder(output_dir.parents[1], previous, config.arch,
+                                                                      configuration)
     return TrainingRun(paths=paths, plans=plans, configuration=configuration, entry=entry, fold=fold,
                        config=config, labels=label_info(plans), output_dir=output_dir,
                        train_cases=train_cases, val_cases=val_cases, preprocessed=preprocessed,
                        data_signatures=cache_signatures(preprocessed, [*train_cases, *val_cases]),
-                       previous_stage=None if previous is None else
-                       predictions_folder(output_dir.parents[1], previous, config.arch, configuration))
+                       previous_stage=previous_folder,
+                       previous_stage_signatures={} if previous_folder is None else
+                       prediction_signatures(previous_folder, [*train_cases, *val_cases]))
 
 
 def cache_signatures(folder: Path, cases: Sequence[str]) -> dict[str, str | None]:
@@ -437,6 +441,7 @@ def _checkpoint_meta(run: TrainingRun, epoch: int, history: TrainingHistory, bes
         "history": history.to_dict(),
         "world_size": ctx.world_size,
         "data_signatures": dict(run.data_signatures),
+        "previous_stage_signatures": dict(run.previous_stage_signatures),
         "num_parameters": sum(p.numel() for p in unwrap_model(model).parameters()),
         "torch_version": torch.__version__,
         "pretrained": run.pretrained,
@@ -563,7 +568,13 @@ def _check_same_data(run: TrainingRun, resume_name: str, meta: dict, policy: str
     recorded = meta.get("data_signatures")
     if not isinstance(recorded, dict):
         return resume_name, None  # written by an older unetkit: nothing to compare with
-    diff = compare_signatures(recorded, run.data_signatures)
+    current = dict(run.data_signatures)
+    recorded_previous = meta.get("previous_stage_signatures")
+    if run.previous_stage_signatures and isinstance(recorded_previous, dict):  # cascade: 3d_lowres retrained?
+        label = f"{run.entry.get('previous_stage')} prediction of "
+        recorded = {**recorded, **{label + k: v for k, v in recorded_previous.items()}}
+        current.update({label + k: v for k, v in run.previous_stage_signatures.items()})
+    diff = compare_signatures(recorded, current)
     if not diff:
         return resume_name, None
     if policy == "reuse":
