@@ -127,25 +127,34 @@ def run_pipeline(raw: str | Path, workdir: str | Path | None = None, *, configur
         _validate_and_select(result, folds, retrained, raw, plans, device, mirror, num_processes, say)
         seconds["validate"] = time.perf_counter() - t
 
+    _predict_and_evaluate_test(result, raw, paths.root, test_input, test_labels, output, folds, retrained, plans,
+                               device, mirror, num_processes, seconds, say)
+    result.seconds = seconds
+    return result
+
+
+def _predict_and_evaluate_test(result: PipelineResult, raw: Path, root: Path, test_input: str | Path | None,
+                               test_labels: str | Path | None, output: str | Path | None, folds: Sequence[int],
+                               retrained: set[int], plans: dict, device: str, mirror: bool, num_processes: int | None,
+                               seconds: dict[str, float], say: Callable[[str], None]) -> None:
+    """Predict the test images (default ``RAW/imagesTs``) and evaluate them against the test labels
+    (default ``RAW/labelsTs``), each step skipped with a message when its input is absent."""
     test_input = Path(test_input) if test_input else (raw / "imagesTs" if (raw / "imagesTs").is_dir() else None)
     if test_input is None:
         say("predict: no test images (RAW/imagesTs absent and none given); stopping after training")
-        result.seconds = seconds
-        return result
+        return
     t = time.perf_counter()
-    output = Path(output) if output else paths.root / "predictions" / result.model_dir.name
+    output = Path(output) if output else root / "predictions" / result.model_dir.name
     _predict_test(result, test_input, output, folds, retrained, device, mirror, say)
     seconds["predict"] = time.perf_counter() - t
 
     test_labels = Path(test_labels) if test_labels else (raw / "labelsTs" if (raw / "labelsTs").is_dir() else None)
     if test_labels is None:
         say("evaluate: no test labels (RAW/labelsTs absent and none given); predictions not evaluated")
-    else:
-        t = time.perf_counter()
-        _evaluate_test(result, output, test_labels, plans, num_processes, say)
-        seconds["evaluate"] = time.perf_counter() - t
-    result.seconds = seconds
-    return result
+        return
+    t = time.perf_counter()
+    _evaluate_test(result, output, test_labels, plans, num_processes, say)
+    seconds["evaluate"] = time.perf_counter() - t
 
 
 def _plan(raw: Path, workdir: str | Path | None, configuration: str | None, device: str, memory_gb: float | None,
