@@ -319,7 +319,7 @@ RWKV_UNET_PAPER = ("Jiang et al., RWKV-UNet: Improving UNet with Long-Range Coop
 @register_model(family="rwkv", paper=RWKV_UNET_PAPER, spatial_dims=(2,), deep_supervision=False,
                 defaults=lambda d: {"variant": "b"},
                 tiny_kwargs={"depths": [1, 2, 2, 2], "embed_dims": [8, 8, 16, 16], "exp_ratios": [1, 1, 1, 1],
-                             "stem_dim": 8, "decoder_dim": 8},
+                             "stem_dim": 8, "decoder_dim": 16},
                 extra={"tags": ["rwkv", "hybrid", "pretrainable-encoder"], "paper_params": None,
                        "paper_setup": "no count printed in the text we could read; official code (RWKV_UNet, "
                                       "encoder B), 1 in, 9 classes (Synapse), 224x224: counted in "
