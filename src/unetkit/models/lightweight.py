@@ -65,6 +65,15 @@ def _widths(name: str, values: Sequence[int], minimum: int, multiple: int = 1) -
     return out
 
 
+def _egeunet_widths(c_list: Sequence[int], n_conv: int) -> list[int]:
+    """EGE-UNet-style widths (at least 3, multiples of 4 for GroupNorm(4)) with ``n_conv`` plain
+    convolution stages before the attention stages (shared with MALUNet, same authors' code base)."""
+    c = _widths("c_list", c_list, 3, 4)
+    if not 1 <= n_conv < len(c):
+        raise ValueError(f"n_conv must be between 1 and len(c_list) - 1 = {len(c) - 1}, got {n_conv}")
+    return c
+
+
 # ============================================================================================ UNeXt
 class ShiftedMLP(nn.Module):
     """UNeXt's tokenized MLP (``shiftmlp``): shift channel groups along the height, fc1, depthwise 3x3
@@ -396,10 +405,8 @@ class EGEUNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, c_list: Sequence[int], n_conv: int = 3,
                  deep_supervision: bool = True) -> None:
         super().__init__()
-        c = _widths("c_list", c_list, 3, 4)
+        c = _egeunet_widths(c_list, n_conv)
         n = len(c)
-        if not 1 <= n_conv < n:
-            raise ValueError(f"n_conv must be between 1 and len(c_list) - 1 = {n - 1}, got {n_conv}")
         self.divisor = 2 ** (n - 1)
 
         def unit(cin: int, cout: int, level: int) -> nn.Module:  # level: the encoder level of cin's side

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unetkit.models.attention_blocks import crop_to, pad_to_multiple
-from unetkit.models.lightweight import _check_divisible, _egeunet_init, _up2, _widths
+from unetkit.models.lightweight import _check_divisible, _egeunet_init, _egeunet_widths, _up2
 from unetkit.models.registry import register_model
 
 _PLAN_NOTE = ("fixed design: the plan keywords n_stages, features_per_stage, kernel_sizes, strides are accepted "
@@ -166,10 +166,8 @@ class MALUNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, c_list: Sequence[int], n_conv: int = 3,
                  bridge: bool = True) -> None:
         super().__init__()
-        c = _widths("c_list", c_list, 3, 4)
+        c = _egeunet_widths(c_list, n_conv)
         n = len(c)
-        if not 1 <= n_conv < n:
-            raise ValueError(f"n_conv must be between 1 and len(c_list) - 1 = {n - 1}, got {n_conv}")
         self.divisor = 2 ** (n - 1)
         self.encoder = nn.ModuleList(
             nn.Conv2d(in_channels if i == 0 else c[i - 1], c[i], 3, 1, 1) if i < n_conv else
