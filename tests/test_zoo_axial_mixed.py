@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import torch
-
 from paper_counts import assert_matches_paper
+
 from unetkit.models import count_parameters, create_model, model_info
 
 MODELS = ("medt", "mtunet")
@@ -99,11 +99,11 @@ def test_hand_counts_are_the_official_totals() -> None:
 # (name, in, classes, kwargs, count, figure, tolerance, source)
 PAPER_COUNTS: list[tuple[str, int, int, dict[str, Any], Any, str, float, str]] = [
     ("medt", 3, 2, {}, lambda m: count_parameters(m) + _medt_unused(m), "1,419,938", 0.0,
-     "no figure read from Valanarasu 2021; official code (axialnet.py MedT), 3 in, 2 classes, 128x128, "
-     "whose blocks without positional terms also hold a 1x1 conv they never call (ours leaves it out)"),
+     ("no figure read from Valanarasu 2021; official code (axialnet.py MedT), 3 in, 2 classes, 128x128, "
+     "whose blocks without positional terms also hold a 1x1 conv they never call (ours leaves it out)")),
     ("mtunet", 3, 9, {}, lambda m: count_parameters(m) + _mtunet_unused(m), "79,075,389", 0.0,
-     "no figure read from Wang 2022; official code (MTUNet.py), 3 in, 9 classes (Synapse), 224x224, with the "
-     "axial attention's unused output projections and the Gaussian offsets (ours leaves them out)"),
+     ("no figure read from Wang 2022; official code (MTUNet.py), 3 in, 9 classes (Synapse), 224x224, with the "
+     "axial attention's unused output projections and the Gaussian offsets (ours leaves them out)")),
 ]
 
 

@@ -45,6 +45,7 @@ Reference code was read through the code search; all code here is our own.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -115,7 +116,7 @@ class GatedAxialAttention(nn.Module):
         nn.init.normal_(self.qkv.weight, 0.0, math.sqrt(1.0 / channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
+        b, c = x.shape[:2]
         # fold the other axis into the batch: (B * other, C, length)
         lines = x.permute(0, 3, 1, 2) if self.axis == 2 else x.permute(0, 2, 1, 3)
         n, length = lines.shape[0] * lines.shape[1], lines.shape[3]
@@ -188,7 +189,7 @@ class UpAddDecoder(nn.Module):
     def __init__(self, widths: Sequence[int], first_stride: int = 1) -> None:
         super().__init__()
         self.convs = nn.ModuleList([nn.Conv2d(cin, cout, 3, first_stride if i == 0 else 1, 1)
-                                    for i, (cin, cout) in enumerate(zip(widths, widths[1:]))])
+                                    for i, (cin, cout) in enumerate(itertools.pairwise(widths))])
 
     def forward(self, x: torch.Tensor, skips: Sequence[torch.Tensor], out_size: Sequence[int]) -> torch.Tensor:
         """``skips``: one per conv but the last, deepest first; the last level goes to ``out_size``."""
