@@ -247,7 +247,7 @@ def cswin_unet_defaults(spatial_dims: int) -> dict[str, Any]:
                        "paper_setup": "no printed figure reached; official code (eatbeanss/CSWin-UNet "
                                       "networks/cswin_unet.py, configs/cswin_tiny_224_lite.yaml), 3 in / 9 classes "
                                       "(Synapse), 224x224, embedding 64, depths 1,2,9,1: 23,568,492",
-                       "divisible_by": 224, "pads_input": True, "patch_kwarg": "img_size",
+                       "divisible_by": 224, "pads_input": True, "patch_kwarg": "img_size", "output_stride": 4,
                        "profile_patch_2d": [224, 224], "kwargs_note": PLAN_NOTE})
 def cswin_unet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
                img_size: Sequence[int] | None = None, embed_dim: int = 64, depths: Sequence[int] = (1, 2, 9, 1),
@@ -485,8 +485,9 @@ def ds_transunet_defaults(spatial_dims: int) -> dict[str, Any]:
 @register_model(family="transformer", spatial_dims=(2,), deep_supervision=True, defaults=ds_transunet_defaults,
                 paper="Lin et al., DS-TransUNet: Dual Swin Transformer U-Net for Medical Image Segmentation, "
                       "IEEE TIM 2022, arXiv:2106.06716 (Fig. 1-3)",
-                tiny_kwargs={"embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2], "coarse_embed_dim": 8,
-                             "coarse_depths": [1, 1, 1, 1], "coarse_num_heads": [1, 1, 1, 2], "decoder_heads": [2, 2, 1],
+                # two blocks per encoder stage: both window kinds (plain and shifted) are exercised
+                tiny_kwargs={"embed_dim": 16, "depths": [2, 2, 2, 2], "num_heads": [1, 1, 2, 2], "coarse_embed_dim": 8,
+                             "coarse_depths": [2, 2, 2, 2], "coarse_num_heads": [1, 1, 1, 2], "decoder_heads": [2, 2, 1],
                              "decoder_depth": 1, "norm_groups": 4, "drop_path_rates": [0.0, 0.0, 0.0]},
                 extra={"tags": ["transformer", "hybrid", "attention", "multiscale", "pretrainable-encoder"],
                        "paper_params": None,
