@@ -1,7 +1,7 @@
 """Window-attention transformer U-Nets: CSWin-UNet and DS-TransUNet (family ``transformer``).
 
 - ``cswin_unet``: Liu, Gao, Yu, Wang, Yuan, "CSWin-UNet: Transformer UNet with Cross-Shaped Windows for
-  Medical Image Segmentation", Information Fusion 113 (2025) 102634, arXiv:2407.18070 (Fig. 2-4). A 7x7
+  Medical Image Segmentation", Information Fusion 113 (2025) 102634, arXiv:2407.18070. A 7x7
   stride-4 convolutional token embedding, four stages of CSWin blocks (Dong et al., CVPR 2022: half the
   heads attend within vertical stripes, half within horizontal stripes of width ``split_size``, each with
   a locally-enhanced positional encoding, LePE: a depth-wise 3x3 convolution of the values), 3x3 stride-2
@@ -13,7 +13,7 @@
   0.2). The stripes are sized for one input (``img_size``: the stripes of a stage span its whole height or
   width), so the model declares ``patch_kwarg`` and pads smaller inputs to that size.
 - ``ds_transunet``: Lin, Chen, Xu, Zhang, Lu, Zhang, "DS-TransUNet: Dual Swin Transformer U-Net for
-  Medical Image Segmentation", IEEE TIM 71 (2022) 4005615, arXiv:2106.06716 (Fig. 1-3). Two Swin
+  Medical Image Segmentation", IEEE TIM 2022, arXiv:2106.06716. Two Swin
   encoders on the same image, one with 4x4 patches (Swin-B: 128, depths 2, 2, 18, 2) and one with 8x8
   patches (Swin-T: 96, depths 2, 2, 6, 2); at each of the four levels a Transformer Interactive Fusion
   (TIF) module lets each branch's tokens attend together with the other branch's pooled global token; the
@@ -22,6 +22,12 @@
   convolutional levels with a full-resolution convolutional stem; two auxiliary heads (the bottleneck and
   the 1/4 decoder level). Reference code: TianBaoGe/DS-TransUNet ``lib/DS_TransUNet.py`` and
   ``utils/module.py`` (U-Bench's copy: ``models/Hybrid/DS_TransUNet``).
+
+Parameter counts: neither paper's printed table could be read from the stored material, so
+``paper_params`` is None and the reference is the official code's count at the paper's configuration,
+summed by hand layer by layer from the reference files (tests/test_zoo_window_transformers.py):
+CSWin-UNet 23,568,492 (3 in, 9 classes, 224x224), DS-TransUNet 171,441,329 (3 in, 1 class; the
+official repository's README calls the Kvasir model it trains with this code DS-TransUNet-B).
 
 Reference code was read through the code search; all code here is our own.
 """
@@ -240,7 +246,7 @@ def cswin_unet_defaults(spatial_dims: int) -> dict[str, Any]:
 
 @register_model(family="transformer", spatial_dims=(2,), deep_supervision=False, defaults=cswin_unet_defaults,
                 paper="Liu et al., CSWin-UNet: Transformer UNet with Cross-Shaped Windows for Medical Image "
-                      "Segmentation, Information Fusion 2025, arXiv:2407.18070 (Fig. 2-4)",
+                      "Segmentation, Information Fusion 2025, arXiv:2407.18070",
                 tiny_kwargs={"img_size": None, "embed_dim": 8, "depths": [1, 1, 1, 1], "num_heads": [2, 2, 2, 2],
                              "split_size": [1, 2, 7, 7], "drop_path_rate": 0.0},
                 extra={"tags": ["transformer", "attention"], "paper_params": None,
@@ -302,7 +308,7 @@ class TokenTransformerLayer(nn.Module):
 
 
 class TransformerInteractiveFusion(nn.Module):
-    """TIF (Fig. 3): each branch's global token (layer norm, average over the tokens, linear to the other
+    """TIF: each branch's global token (layer norm, average over the tokens, linear to the other
     branch's width) is prepended to the other branch's tokens, which pass one transformer layer; the global
     token is then dropped. Inputs and outputs (B, C, H, W): the fine branch's and the coarse branch's."""
 
@@ -484,7 +490,7 @@ def ds_transunet_defaults(spatial_dims: int) -> dict[str, Any]:
 
 @register_model(family="transformer", spatial_dims=(2,), deep_supervision=True, defaults=ds_transunet_defaults,
                 paper="Lin et al., DS-TransUNet: Dual Swin Transformer U-Net for Medical Image Segmentation, "
-                      "IEEE TIM 2022, arXiv:2106.06716 (Fig. 1-3)",
+                      "IEEE TIM 2022, arXiv:2106.06716",
                 # two blocks per encoder stage: both window kinds (plain and shifted) are exercised
                 tiny_kwargs={"embed_dim": 16, "depths": [2, 2, 2, 2], "num_heads": [1, 1, 2, 2], "coarse_embed_dim": 8,
                              "coarse_depths": [2, 2, 2, 2], "coarse_num_heads": [1, 1, 1, 2], "decoder_heads": [2, 2, 1],
