@@ -219,3 +219,20 @@ def test_tif_global_token_is_the_other_branchs_pooled_projection() -> None:
         token = tif.fine_to_coarse(tif.fine_norm(fine.flatten(2).transpose(1, 2)).mean(1, keepdim=True))
         alone = tif.coarse_layer(torch.cat((token, coarse.flatten(2).transpose(1, 2)), dim=1))[:, 1:]
         torch.testing.assert_close(r, alone.transpose(1, 2).reshape(coarse.shape))
+
+
+def test_lepe_is_a_depthwise_convolution_inside_each_stripe() -> None:
+    """Zero queries and keys make the attention uniform: each token gets its stripe's mean value plus the
+    LePE, a depth-wise 3x3 convolution of the values with zero padding at the stripe's own borders."""
+    from unetkit.models.window_transformer_unets import LePEStripeAttention
+    torch.manual_seed(0)
+    attn = LePEStripeAttention(4, 2, (4, 2))
+    v = torch.randn(1, 4, 6, 4)
+    zeros = torch.zeros_like(v)
+    with torch.no_grad():
+        got = attn(zeros, zeros, v)
+        for c0 in (0, 2, 4):
+            stripe = v[:, :, c0:c0 + 2].permute(0, 3, 1, 2)  # (1, C, 4, 2)
+            lepe = F.conv2d(stripe, attn.get_v.weight, attn.get_v.bias, padding=1, groups=4)
+            expected = (stripe.mean(dim=(2, 3), keepdim=True) + lepe).permute(0, 2, 3, 1)
+            torch.testing.assert_close(got[:, :, c0:c0 + 2], expected, atol=1e-5, rtol=1e-5)

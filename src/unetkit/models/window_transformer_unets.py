@@ -414,8 +414,11 @@ class DSTransUNet(nn.Module):
     returned at their own resolution (the reference upsamples them 32x and 4x to the input size) and only
     with deep supervision; inputs are zero-padded to multiples of 64 and the logits cropped (the reference
     takes sides that are multiples of 64 only); Swin patch merging concatenates the 2x2 neighbours in our
-    order (same parameters); no ImageNet weights are loaded (the reference starts both encoders from Swin-B
-    22k and Swin-T); ``norm_groups`` (32 in the reference) is a keyword so small widths can be built.
+    order (same parameters); a map smaller than the 7x7 window (the coarse encoder's last stage on patches
+    under 448) attends within itself, unshifted (attention_blocks.SwinBlock), where the reference pads it
+    to 7x7 and lets the zero padding take part; no ImageNet weights are loaded (the reference starts both
+    encoders from Swin-B 22k and Swin-T); ``norm_groups`` (32 in the reference) is a keyword so small
+    widths can be built.
 
     Example:
         >>> [o.shape[2:] for o in DSTransUNet(3, 1)(torch.zeros(1, 3, 256, 256))]
