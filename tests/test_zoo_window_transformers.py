@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-
 from paper_counts import assert_matches_paper
+
 from unetkit.models import count_parameters, create_model, model_info, model_patch
 
 WINDOW_TRANSFORMERS = ("cswin_unet", "ds_transunet")
@@ -85,11 +85,11 @@ def _ds_transunet_official_count(in_channels: int, classes: int) -> int:
 # (name, in_channels, classes, kwargs, reference count, source)
 OFFICIAL_COUNTS: list[tuple[str, int, int, dict[str, Any], int, str]] = [
     ("cswin_unet", 3, 9, {}, _cswin_official_count(3, 9),
-     "no printed figure reached (arXiv:2407.18070's tables were not readable here); official code "
-     "eatbeanss/CSWin-UNet, cswin_tiny_224_lite.yaml, 3 in, 9 classes (Synapse), 224x224: 23,568,492"),
+     ("no printed figure reached (arXiv:2407.18070's tables were not readable here); official code "
+      "eatbeanss/CSWin-UNet, cswin_tiny_224_lite.yaml, 3 in, 9 classes (Synapse), 224x224: 23,568,492")),
     ("ds_transunet", 3, 1, {}, _ds_transunet_official_count(3, 1),
-     "no printed figure reached (arXiv:2106.06716's tables were not readable here); official code "
-     "TianBaoGe/DS-TransUNet UNet(128, 1), Swin-B 4x4 + Swin-T 8x8 encoders, 3 in, 1 class: 171,441,329"),
+     ("no printed figure reached (arXiv:2106.06716's tables were not readable here); official code "
+      "TianBaoGe/DS-TransUNet UNet(128, 1), Swin-B 4x4 + Swin-T 8x8 encoders, 3 in, 1 class: 171,441,329")),
 ]
 
 
@@ -157,8 +157,8 @@ def test_cswin_block_attention_is_two_stripe_attentions() -> None:
                                  ((slice(0, 2), slice(2, 4)), (slice(0, 6),), slice(4, 8))]:
         for r in rows:
             for c in cols:
-                def heads(t: torch.Tensor) -> torch.Tensor:  # (n, 4) -> (2 heads, n, 2)
-                    return t[0, r, c, channels].reshape(-1, 2, 2).transpose(0, 1)
+                def heads(t: torch.Tensor, r: slice = r, c: slice = c, channels: slice = channels) -> torch.Tensor:
+                    return t[0, r, c, channels].reshape(-1, 2, 2).transpose(0, 1)  # (n, 4) -> (2 heads, n, 2)
                 weights = torch.softmax(heads(q) @ heads(k).transpose(1, 2) / 2 ** 0.5, dim=-1)
                 out = (weights @ heads(v)).transpose(0, 1).reshape(expected[0, r, c, channels].shape)
                 expected[0, r, c, channels] = out
