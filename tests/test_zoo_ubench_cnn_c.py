@@ -17,7 +17,10 @@ from torch import nn
 
 from unetkit.models import count_parameters, create_model, model_info
 from unetkit.models.ubench_cnn_c_attention import NonLocalBlock, ScaleAttention
-from unetkit.models.ubench_cnn_c_erdunet import RegionDifferenceAttention, TripleAttention
+from unetkit.models.ubench_cnn_c_erdunet import (
+    RegionDifferenceAttention,
+    TripleAttention,
+)
 
 
 def _meta(name: str, dims: int, cin: int, ncls: int, **kw: Any) -> torch.nn.Module:
@@ -107,24 +110,15 @@ def test_scale_attention_weights_whole_levels() -> None:
     assert torch.allclose(boosted[:, 8:12], 2.5 * x[:, 8:12], atol=1e-5)  # x + x/2 + x (scale 1, spatial 1/2)
 
 
-def test_nonlocal_block_starts_as_identity_and_sees_the_whole_map() -> None:
+def test_nonlocal_block_sees_the_whole_map() -> None:
+    torch.manual_seed(0)
     block = NonLocalBlock(8, 2).eval()
     x = torch.randn(1, 8, 6, 8)
     with torch.no_grad():
-        assert torch.equal(block(x), x)  # output BN starts at zero
-        block.out[1].weight.fill_(1.0)
         y = block(x)
         x2 = x.clone()
         x2[..., 5, 7] += 10.0  # a far corner changes the response at the opposite corner
         assert not torch.allclose(block(x2)[..., 0, 0], y[..., 0, 0])
-
-
-@pytest.mark.parametrize("patch", [(40, 57), (33, 70)])
-def test_canet_odd_patches(patch: tuple[int, int]) -> None:
-    torch.manual_seed(0)
-    model = create_model("canet", 2, 1, 3, **model_info("canet").tiny_kwargs).eval()
-    with torch.no_grad():
-        assert model(torch.randn(1, 1, *patch)).shape == (1, 3, *patch)
 
 
 # ------------------------------------------------------------------------------------------- ERDUnet
@@ -241,9 +235,10 @@ def test_triple_attention_modes() -> None:
     assert not hasattr(TripleAttention(16, 8, "channel"), "pixel")  # branches a mode never runs are not built
 
 
+@pytest.mark.parametrize("name", ["canet", "erdunet"])
 @pytest.mark.parametrize("patch", [(40, 57), (33, 70)])
-def test_erdunet_odd_patches(patch: tuple[int, int]) -> None:
+def test_odd_patches_are_padded_and_cropped(name: str, patch: tuple[int, int]) -> None:
     torch.manual_seed(0)
-    model = create_model("erdunet", 2, 1, 3, **model_info("erdunet").tiny_kwargs).eval()
+    model = create_model(name, 2, 1, 3, **model_info(name).tiny_kwargs).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 1, *patch)).shape == (1, 3, *patch)

@@ -47,23 +47,39 @@ from torch import nn
 
 from unetkit.models.attention_unet import MultiAttention
 from unetkit.models.registry import register_model
-from unetkit.models.ubench_cnn_b_common import PLAN_NOTE, DoubleConv, crop_to, pad_input, pooled_encoder
+from unetkit.models.ubench_cnn_b_common import (
+    PLAN_NOTE,
+    DoubleConv,
+    crop_to,
+    pad_input,
+    pooled_encoder,
+)
 from unetkit.models.unet_classic import resize_to
 
 __all__ = ["CANet", "ChannelAttentionBlock", "NonLocalBlock", "ScaleAttention", "canet"]
 
 
+def _official_kaiming_(module: nn.Module) -> None:
+    """The official ``init_weights(..., 'kaiming')`` the attention gates and the non-local block get: He-normal
+    conv weights (fan in; biases keep PyTorch's default), BN scales drawn from N(1, 0.02), BN shifts zero. (The
+    non-local block's zero-initialized output BN is overwritten by it, so the block does not start as identity.)"""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
 class NonLocalBlock(nn.Module):
     """Embedded-Gaussian non-local block (Wang et al., CVPR 2018) with 2x max-pooled keys and values:
-    ``x + BN(W(softmax(theta(x)^T phi(x)) g(x)))``; theta, phi, g 1x1 convs to ``inter`` channels. The output
-    BN starts at zero, so the block starts as the identity."""
+    ``x + BN(W(softmax(theta(x)^T phi(x)) g(x)))``; theta, phi, g 1x1 convs to ``inter`` channels."""
 
     def __init__(self, channels: int, inter: int) -> None:
         super().__init__()
         self.theta, self.phi, self.g = (nn.Conv2d(channels, inter, 1) for _ in range(3))
         self.out = nn.Sequential(nn.Conv2d(inter, channels, 1), nn.BatchNorm2d(channels))
-        nn.init.zeros_(self.out[1].weight)
-        nn.init.zeros_(self.out[1].bias)
+        _official_kaiming_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -148,6 +164,7 @@ class CANet(nn.Module):
         # grid attention on the skips of levels 3 and 2 (0-based 2 and 1), gated by the coarser decoder output
         self.gates = nn.ModuleList(MultiAttention(2, w[i], w[i + 1], 2, (1, 1), "batch", theta_bias=True)
                                    for i in (2, 1))
+        _official_kaiming_(self.gates)
         self.level_heads = nn.ModuleList(nn.Conv2d(w[i], level_channels, 1) for i in range(3, -1, -1))
         self.scale_attention = ScaleAttention(4, level_channels, level_channels)
         self.head = nn.Conv2d(level_channels, num_classes, 1)
@@ -180,7 +197,7 @@ CANET_WIDTHS = [16, 32, 64, 128, 256]
                 paper="Gu et al., CA-Net: Comprehensive Attention Convolutional Neural Networks for Explainable "
                       "Medical Image Segmentation, IEEE TMI 2021, arXiv:2009.10549 (Fig. 1-4)",
                 defaults=lambda d: {"widths": list(CANET_WIDTHS), "dropout": 0.5},
-                tiny_kwargs={"widths": [4, 8, 8, 16, 16], "dropout": 0.5},
+                tiny_kwargs={"widths": [8, 8, 16, 16, 32], "dropout": 0.5},
                 extra={"tags": ["cnn", "attention", "multiscale"], "divisible_by": 16, "pads_input": True,
                        "paper_params": None,
                        "paper_setup": "no printed count reachable; official code (HiLab-git/CA-Net "

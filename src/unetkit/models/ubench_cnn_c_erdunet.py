@@ -46,6 +46,7 @@ search; all code here is our own.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -246,7 +247,7 @@ class ERDUnet(nn.Module):
         self.out_1 = nn.Conv2d(b[1], b[0], 3, padding=1)
         self.input_block = LargeKernelBlock(in_channels, b[0])
         self.gate = TripleAttention(b[0], 4, "spatial_map")
-        self.encoder_2 = nn.ModuleList(ContextEncoder(cin, cout, "conv") for cin, cout in zip(b[:-1], b[1:]))
+        self.encoder_2 = nn.ModuleList(ContextEncoder(cin, cout, "conv") for cin, cout in pairwise(b))
         self.encoder_2_dropout = nn.Dropout(dropout)
         self.aggregate_2 = MultiReceptiveAggregation(b[1:], b[3], dropout)
         self.bottleneck_2 = RefinedBottleneck(b[3])
