@@ -1,6 +1,7 @@
 """U-Bench CNN variants (ubench_cnn_c_*): CA-Net, ERDUnet. Parameter counts against the official codes' layouts
 (neither paper's count could be read: see each entry), and the pieces the generic tests over ``list_models()``
-cannot see (the scale attention's per-level weights, the non-local block's start as identity, odd patches).
+cannot see (the scale attention's per-level weights, the non-local block's reach, the region attention's
+frozen projections, odd patches).
 
 Each reference count is computed here by hand from the official code's layer list (not from our model), for
 the configuration the official code builds: CA-Net ``Comprehensive_Atten_Unet`` (HiLab-git/CA-Net, 3 in,

@@ -328,7 +328,7 @@ ERDUNET_DEFAULTS: dict[str, Any] = {"trunk_widths": [64, 128, 256], "trunk_block
                        "paper_setup": "no printed count reachable (paper not readable here); official code "
                                       "(caijilia/ERDUnet ERDUnet.py, = U-Bench models/CNN/ERDUnet), 3 in / 1 class: "
                                       "10,303,733, of which 222,964 never reach the output (dropped auxiliary "
-                                      "heads and unused branches, not built here): ours 10,080,769 (-2.17%)",
+                                      "heads and unused branches, not built here): ours 10,080,769 (-2.16%)",
                        "reference_params": 10_303_733,
                        "kwargs_note": PLAN_NOTE})
 def erdunet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
