@@ -54,13 +54,14 @@ class AttentionGate(nn.Module):
         inter_channels: channels of the joint space ``F_int``.
         sub_sample: stride (= kernel) of theta, the grid the gate works on.
         norm: norm of the output transform W.
+        theta_bias: give theta a bias (CA-Net's copy of the gate has one; Oktay's reference has not).
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, gating_channels: int, inter_channels: int,
-                 sub_sample: tuple[int, ...], norm: str = "batch") -> None:
+                 sub_sample: tuple[int, ...], norm: str = "batch", theta_bias: bool = False) -> None:
         super().__init__()
         conv = conv_class(spatial_dims)
-        self.theta = conv(in_channels, inter_channels, sub_sample, sub_sample, bias=False)
+        self.theta = conv(in_channels, inter_channels, sub_sample, sub_sample, bias=theta_bias)
         self.phi = conv(gating_channels, inter_channels, 1)
         self.psi = conv(inter_channels, 1, 1)
         self.out = nn.Sequential(conv(in_channels, in_channels, 1), norm_layer(norm, spatial_dims, in_channels))
@@ -77,10 +78,10 @@ class MultiAttention(nn.Module):
     (the reference's ``MultiAttentionBlock``; with one gate, its ``SingleAttentionBlock``)."""
 
     def __init__(self, spatial_dims: int, in_channels: int, gating_channels: int, n_gates: int,
-                 sub_sample: tuple[int, ...], norm: str) -> None:
+                 sub_sample: tuple[int, ...], norm: str, theta_bias: bool = False) -> None:
         super().__init__()
         self.gates = nn.ModuleList([AttentionGate(spatial_dims, in_channels, gating_channels, in_channels,
-                                                  sub_sample, norm) for _ in range(n_gates)])
+                                                  sub_sample, norm, theta_bias) for _ in range(n_gates)])
         self.combine = ConvNormReLU(spatial_dims, in_channels * n_gates, in_channels, 1, norm)
 
     def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
