@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import shutil
-import site
 import subprocess
 import sys
 import time
@@ -242,13 +241,6 @@ def nnunet_trainer_from_unetkit_init(root: Path, seed: int, args) -> dict:
     return record
 
 
-def take_off(pseudo_dice: list, per_epoch: int, threshold: float = 0.5) -> int | None:
-    for epoch, per_class in enumerate(pseudo_dice):
-        if per_class and all(v == v and v > threshold for v in per_class):
-            return (epoch + 1) * per_epoch
-    return None
-
-
 def test_dice(summary: dict) -> list[float]:
     """Per-class mean test Dice from ``unetkit evaluate``'s summary.json (classes 1, 2)."""
     means = summary.get("mean", summary.get("per_class_mean", {}))
@@ -271,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     allow_main_site_packages()
     sys.path.insert(0, str(HERE.parent / "src"))
+    sys.path.insert(0, str(HERE))
+    from accuracy_vs_nnunet import take_off  # the seed table's definition
     root = args.workdir / "hippocampus"
     os.environ.update({"nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "nn_pre"),
                        "nnUNet_results": str(root / "nn_results_unused"), "nnUNet_n_proc_DA": "0",
