@@ -1,0 +1,120 @@
+"""Tests of MSRF-Net (issue 17, src/unetkit/models/ubench_dual_branch.py): the parameter count
+against the reference code's, summed by hand, the metadata contract, and what the generic tests
+over ``list_models()`` (tests/test_models.py) cannot see: the DSDF block's exchange schedule,
+refused patches, deep-supervision resolutions.
+
+PAPER_COUNTS entries name the source of the figure and the configuration that gives it; our count
+must equal it. PARAMETER_SNAPSHOTS are our own exact counts: they flag a changed layout, nothing more.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from paper_counts import assert_matches_paper
+from unetkit.models import count_parameters, create_model, model_info
+
+DUAL_BRANCH = ("msrfnet",)
+TAGS = {"cnn", "transformer", "hybrid", "mamba", "rwkv", "mlp", "kan", "xlstm", "attention", "residual", "dense",
+        "multiscale", "nested", "recurrent", "lightweight", "pretrainable-encoder"}
+
+
+def _meta(name: str, cin: int, ncls: int, **kwargs: Any) -> torch.nn.Module:
+    with torch.device("meta"):
+        return create_model(name, 2, cin, ncls, deep_supervision=False, **kwargs)
+
+
+# U-Bench's models/CNN/MSRFNet/MSRFNet.py (the amlarraz/MSRF-Net_PyTorch port), MSRF(3, 1), init_feat
+# 32, summed by hand layer by layer:
+#   encoder 1,176,142 (convs 3->32->32, 32->64->64, 64->128->128, 128->256->256 with biases, four BNs,
+#     SE 32/64/128 with hidden 2/4/8 and biases);
+#   DSDF blocks 19,853,568 = 4 x 261,472 (32/64, growth 16) + 4 x 4,179,328 (128/256, growth 64)
+#     + 2 x 1,045,184 (64/128, growth 32);
+#   shape stream 47,023; decoder stage 1/4 1,119,760 and 1/2 256,076 (heads included); full stage 53,505
+MSRF_UBENCH_COUNT = "22,506,074"
+
+# (name, in_channels, classes, kwargs, figure as printed, relative tolerance, source)
+PAPER_COUNTS: list[tuple[str, int, int, dict[str, Any], str, float, str]] = [
+    ("msrfnet", 3, 1, {}, MSRF_UBENCH_COUNT, 0.0,
+     "no figure found in Srivastava 2022; U-Bench's PyTorch port (MSRFNet.py), 3 in, 1 class, widths 32..256"),
+]
+
+
+@pytest.mark.parametrize("case", PAPER_COUNTS, ids=[f"{c[0]}-{i}" for i, c in enumerate(PAPER_COUNTS)])
+def test_parameter_count_matches_reference(case: tuple) -> None:
+    name, cin, ncls, kwargs, printed, tolerance, source = case
+    assert_matches_paper(count_parameters(_meta(name, cin, ncls, **kwargs)), printed, tolerance, f"{name} ({source})")
+
+
+# Snapshots of our own exact counts (1 in, 2 classes, defaults; tiny): not evidence, a change detector.
+PARAMETER_SNAPSHOTS: list[tuple[str, dict[str, Any], int]] = [
+    ("msrfnet", {}, 22_505_732),
+    ("msrfnet", {"base_width": 8}, 1_409_991),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,snapshot", PARAMETER_SNAPSHOTS)
+def test_parameter_count_snapshot(name: str, kwargs: dict[str, Any], snapshot: int) -> None:
+    assert count_parameters(_meta(name, 1, 2, **kwargs)) == snapshot
+
+
+@pytest.mark.parametrize("name", DUAL_BRANCH)
+def test_metadata_contract(name: str) -> None:
+    info = model_info(name)
+    extra = info.extra
+    assert extra["tags"] and set(extra["tags"]) <= TAGS
+    assert extra["paper_params"] is None or extra["paper_params"] > 0
+    assert isinstance(extra["paper_setup"], str) and extra["paper_setup"]
+    if extra["paper_params"] is None:
+        assert "official code" in extra["paper_setup"] or "U-Bench" in extra["paper_setup"]
+    assert isinstance(extra["divisible_by"], int) and extra["divisible_by"] >= 1
+    tiny = create_model(name, 2, 1, 2, deep_supervision=False, **info.tiny_kwargs)
+    assert count_parameters(tiny) <= 2_000_000
+
+
+def test_msrfnet_refuses_patches_that_are_no_multiple_of_8() -> None:
+    model = create_model("msrfnet", 2, 1, 2, deep_supervision=False, base_width=8).eval()
+    with torch.no_grad(), pytest.raises(ValueError, match="multiple of 8"):
+        model(torch.randn(1, 1, 36, 40))
+
+
+def test_msrfnet_deep_supervision_heads_sit_at_one_half_and_one_quarter() -> None:
+    model = create_model("msrfnet", 2, 3, 4, deep_supervision=True, base_width=8).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 32, 48))
+    assert [tuple(o.shape[2:]) for o in outs] == [(32, 48), (16, 24), (8, 12)]
+
+
+def test_dsdf_exchange_schedule_and_scaled_residual() -> None:
+    """Hand-worked check of the DSDF block: with every layer's weights zero and biases set, each
+    dense layer outputs LeakyReLU(bias), so the block returns ``x + 0.4 * LeakyReLU(b_out)``; and the
+    exchanges resample the block input, then the first, third and fourth layer's outputs (seen
+    through which tensors reach the down/up convs)."""
+    from unetkit.models.ubench_dual_branch import DualScaleDenseFusion
+
+    block = DualScaleDenseFusion(4, 8, growth=2)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.zero_()
+        block.x_out[0].bias.fill_(-1.0)  # LeakyReLU(0.25)(-1) = -0.25
+        block.y_out[0].bias.fill_(2.0)
+    x, y = torch.randn(1, 4, 8, 8), torch.randn(1, 8, 4, 4)
+    seen: list[int] = []
+    for down in block.down:
+        down.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[1]))
+    # mark the dense outputs by their values: layer k's bias k + 1 (LeakyReLU keeps positives)
+    with torch.no_grad():
+        for k, layer in enumerate(block.x_layers):
+            layer[0].bias.fill_(k + 1.0)
+    inputs: list[float] = []
+    for down in block.down:
+        down.register_forward_hook(lambda m, inp, out: inputs.append(float(inp[0].detach().mean())))
+    out_x, out_y = block(x, y)
+    torch.testing.assert_close(out_x, x + 0.4 * -0.25)
+    torch.testing.assert_close(out_y, y + 0.4 * 2.0)
+    assert seen == [4, 2, 2, 2]  # the input (4 channels), then growth-wide layer outputs
+    assert inputs[0] == pytest.approx(float(x.mean()), abs=1e-6)
+    assert inputs[1:] == [1.0, 3.0, 4.0]  # outputs of layers 1, 3 and 4
