@@ -1,36 +1,62 @@
-"""U-Bench CNNs that fuse two scales at once: MSRF-Net (family ``ubench_cnn``).
+"""U-Bench CNNs with two branches working side by side: FAT-Net, MSRF-Net (family ``ubench_cnn``).
 
-``msrfnet``: Srivastava, Jha, Chanda, Pal, Johansen, Johansen, Riegler, Ali, Halvorsen, "MSRF-Net: A
-Multi-Scale Residual Fusion Network for Biomedical Image Segmentation", IEEE JBHI 26(5), 2022
-(arXiv:2105.07451), Fig. 1-3. A four-level encoder (two 3x3 conv + ReLU, BN, squeeze-and-excitation on
-the first three levels; max pool and dropout 0.2 between levels; widths 32, 64, 128, 256), then the
-MSRF sub-network: ten dual-scale dense fusion (DSDF) blocks on neighbouring level pairs (1-2, 3-4,
-1-2, 3-4, 2-3, 1-2, 3-4, 2-3, 1-2, 3-4). A DSDF block runs two residual dense blocks (growth: half
-the finer level's width; LeakyReLU 0.25) that, after every layer, swap features across the two
-scales (4x4 stride-2 conv down, 4x4 stride-2 transposed conv up) and end in a scaled residual
-``x + 0.4 * x5``; the sub-network's output is added to the encoder features the same way. A gated
-shape stream (Takikawa et al., Gated-SCNN, ICCV 2019) refines the full-resolution features with
-gates from the three coarser levels and fuses its shape map with the image into a one-channel edge
-feature that joins the last decoder stage. Two decoder stages (1/4, 1/2) combine an upsampled
-coarser map, an attention-gated skip and a dual attention block (squeeze-and-excitation times
-``1 + spatial attention``); a third stage works at full resolution. Every stage has a head (deep
-supervision).
+- ``fatnet``: Wu, Chen, Chen, Wang, Lei, Wen, "FAT-Net: Feature Adaptive Transformers for Automated
+  Skin Lesion Segmentation", Medical Image Analysis 76, 102327, 2022, Fig. 1-4. Two encoders read the
+  image in parallel: a ResNet-34 (7x7 stride-2 stem without max pool, so its four stages sit at
+  1/2 ... 1/16) and a DeiT-tiny transformer (16x16 patch embedding to 192 channels, 12 pre-norm blocks
+  of 3 heads, MLP 768; Touvron et al., ICML 2021). The token grid (1/16) is lifted to 512 channels by
+  a 1x1 conv, concatenated with the last CNN stage, reweighted by squeeze-and-excitation (ratio 16, no
+  biases) and fused back to 512 by a 1x1 conv. Each CNN skip passes a feature adaptation module
+  (FAM: ``relu(conv3x3(x)) + relu(conv1x1(x))``) 6, 4 and 2 times at 1/2, 1/4 and 1/8, one shared
+  set of weights per level (the official code lists the same block instance six, four and two
+  times). The memory-efficient decoder is LinkNet's block (1x1 to C/4, 3x3 transposed conv x2, 1x1;
+  BN + ReLU each) added to the adapted skips, then CE-Net's head (4x4 transposed conv to 32 channels,
+  two 3x3 convs). Official code: github.com/SZUcsh/FAT-Net ``FAT_Net.py`` (U-Bench
+  ``models/CNN/FAT_Net``). We could not read the paper's comparison table through our tools; the
+  reference count is the official code's, 28,758,657 at 3 in, 1 class, summed by hand in
+  tests/test_zoo_dual_branch.py.
+- ``msrfnet``: Srivastava, Jha, Chanda, Pal, Johansen, Johansen, Riegler, Ali, Halvorsen, "MSRF-Net:
+  A Multi-Scale Residual Fusion Network for Biomedical Image Segmentation", IEEE JBHI 26(5), 2022
+  (arXiv:2105.07451), Fig. 1-3. A four-level encoder (two 3x3 conv + ReLU, BN, squeeze-and-excitation
+  on the first three levels; max pool and dropout 0.2 between levels; widths 32, 64, 128, 256), then
+  the MSRF sub-network: ten dual-scale dense fusion (DSDF) blocks on neighbouring level pairs (1-2,
+  3-4, 1-2, 3-4, 2-3, 1-2, 3-4, 2-3, 1-2, 3-4). A DSDF block runs two residual dense blocks (growth:
+  half the finer level's width; LeakyReLU 0.25) that, after every layer, swap features across the two
+  scales (4x4 stride-2 conv down, 4x4 stride-2 transposed conv up) and end in a scaled residual
+  ``x + 0.4 * x5``; the sub-network's output is added to the encoder features the same way. A gated
+  shape stream (Takikawa et al., Gated-SCNN, ICCV 2019) refines the full-resolution features with
+  gates from the three coarser levels and fuses its shape map with the image into a one-channel edge
+  feature that joins the last decoder stage. Two decoder stages (1/4, 1/2) combine an upsampled
+  coarser map, an attention-gated skip and a dual attention block (squeeze-and-excitation times
+  ``1 + spatial attention``); a third stage works at full resolution. Every stage has a head (deep
+  supervision). The official code is Keras (github.com/NoviceMAn-prog/MSRF-Net); we follow the
+  PyTorch port U-Bench ships (``models/CNN/MSRFNet``, from github.com/amlarraz/MSRF-Net_PyTorch),
+  whose layer sizes differ from the Keras code in places (the dual attention block's transposed conv
+  is 2x2 there, 4x4 in Keras; its spatial attention is ``C`` wide there, ``C/4`` in Keras). The paper
+  prints no parameter count we could find; the reference is that port's count, 22,506,074 at 3 in,
+  1 class, summed by hand in tests/test_zoo_dual_branch.py.
 
-Reference code: the official code is Keras (github.com/NoviceMAn-prog/MSRF-Net); we follow the
-PyTorch port U-Bench ships (``models/CNN/MSRFNet``, from github.com/amlarraz/MSRF-Net_PyTorch),
-whose layer sizes differ from the Keras code in places (e.g. the dual attention block's transposed
-conv is 2x2 there, 4x4 in Keras; its spatial attention is ``C`` wide there, ``C/4`` in Keras). The
-paper prints no parameter count we could find; the reference is that port's count at 3 in, 1 class,
-22,506,074, summed by hand in tests/test_zoo_dual_branch.py.
-
-Differences from the reference: logits instead of sigmoid outputs. The paper's shape stream reads a
-Canny edge map computed from the image and is supervised by its own edge loss; unetkit has neither
-the extra input nor that loss, so, as U-Bench does, the image itself stands in for the edge map and
-the shape stream trains through the segmentation loss alone (its shape map is not returned). Deep
-supervision returns the full-resolution logits, then the heads of the 1/2 and 1/4 stages at their
-own resolution (the reference upsamples them to full size before its loss). The squeeze-and-excitation
-bottleneck is ``C // 16`` channels, at least one (tiny widths). Patches must be multiples of 8. 2D
-only. Reference code was read through the code search; all code here is our own.
+Differences from the references: logits instead of sigmoid outputs. FAT-Net: no ImageNet weights
+(ResNet-34 and DeiT-tiny start untrained, as unetkit trains from scratch); the official code builds
+a fourth decoder block it never calls (left out here: 4,640 parameters, added back in the test); it
+takes only DeiT's patch embedding and blocks, without the class and distillation tokens and without
+the position table, so the network is not tied to one input size: any patch is zero-padded to a
+multiple of 16 and the logits cropped. The FAM convolutions start from He initialization instead of
+PyTorch's default (a third of the variance): the block is applied up to six times with the same
+weights, and at the default the skip shrank with every pass. Its finest features (1/2) come from the
+7x7 stride-2 stem, whose taps straddle neighbouring 2x2 blocks: in the tiny overfit check
+(tests/zoo_checks.py) a per-2x2-block rule did not fall in six Adam steps even for the stem and head
+alone, a per-4x4-block rule did, so ``output_stride`` is declared 4, as for CE-Net. ``head_channels``
+(32 in the paper) is a keyword so that the tiny model can narrow the head: with 32 channels a first
+Adam step at 1e-2 silenced the head's ReLUs of the tiny network. MSRF-Net: the paper's shape stream
+reads a Canny edge map computed from the image and is supervised by its own edge loss; unetkit has
+neither the extra input nor that loss, so, as U-Bench does, the image itself stands in for the edge
+map and the shape stream trains through the segmentation loss alone (its shape map is not
+returned). Deep supervision returns the full-resolution logits, then the heads of the 1/2 and 1/4
+stages at their own resolution (the reference upsamples them to full size before its loss). The
+squeeze-and-excitation bottleneck is ``C // 16`` channels, at least one (tiny widths). MSRF-Net
+needs patches that are multiples of 8. Both are 2D only. Reference code was read through the code
+search; all code here is our own.
 """
 
 from __future__ import annotations
@@ -42,13 +68,123 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from unetkit.models.attention_blocks import (
+    ViTBlock,
+    crop_to,
+    init_transformer_,
+    pad_to_multiple,
+)
 from unetkit.models.lightweight import _check_divisible
 from unetkit.models.registry import register_model
 from unetkit.models.rwkv_unet import SqueezeExcite as BiasedSqueezeExcite
-from unetkit.models.ubench_cnn_backbone import BasicBlock
+from unetkit.models.ubench_cnn_backbone import (
+    BasicBlock,
+    LinkNetDecoderBlock,
+    ResNetEncoder,
+    SqueezeExcite,
+    linknet_head,
+)
 
 _PLAN_NOTE = ("fixed design: the plan keywords n_stages, features_per_stage, kernel_sizes, strides are accepted "
               "and ignored")
+
+
+# ============================================================================================ FAT-Net
+class FeatureAdaptation(nn.Module):
+    """FAT-Net's FAM block: ``relu(conv3x3(x)) + relu(conv1x1(x))``, width kept, applied ``repeats``
+    times with the same weights (the official code repeats one block instance)."""
+
+    def __init__(self, channels: int, repeats: int) -> None:
+        super().__init__()
+        self.conv3 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(channels, channels, 1)
+        self.repeats = repeats
+        # He init, not PyTorch's default (a third of its variance): the block is applied up to six
+        # times with the same weights, and at the default each pass shrank the skip
+        for conv in (self.conv3, self.conv1):
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.repeats):
+            x = F.relu(self.conv3(x)) + F.relu(self.conv1(x))
+        return x
+
+
+class PatchTransformer(nn.Module):
+    """DeiT's patch embedding (``patch`` x ``patch`` conv, stride ``patch``) and pre-norm transformer
+    blocks on the token grid, returned as a feature map (B, dim, H / patch, W / patch). No position
+    table: FAT-Net's official code skips it (and DeiT's class tokens) when it reuses DeiT's blocks."""
+
+    def __init__(self, in_channels: int, dim: int, depth: int, num_heads: int, mlp_ratio: int, patch: int) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(in_channels, dim, patch, patch)
+        self.blocks = nn.Sequential(*[ViTBlock(dim, num_heads, mlp_ratio * dim, eps=1e-6) for _ in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grid = self.embed(x)
+        tokens = self.blocks(grid.flatten(2).transpose(1, 2))
+        return tokens.transpose(1, 2).reshape(grid.shape)
+
+
+class FATNet(nn.Module):
+    """FAT-Net: ResNet and transformer encoders fused by squeeze-and-excitation at 1/16, FAM-adapted
+    skips at 1/2, 1/4, 1/8, LinkNet decoder blocks with additive skips, transposed-conv head.
+    Published: ResNet-34 (widths 64..512, blocks 3, 4, 6, 3), DeiT-tiny (192, depth 12, 3 heads)."""
+
+    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int], blocks: Sequence[int],
+                 embed_dim: int, depth: int, num_heads: int, fam_repeats: Sequence[int],
+                 head_channels: int = 32, se_ratio: int = 16) -> None:
+        super().__init__()
+        widths = [int(w) for w in widths]
+        if len(widths) != 4 or len(blocks) != 4 or len(fam_repeats) != 3 or any(w < 4 or w % 4 for w in widths):
+            raise ValueError(f"FAT-Net needs 4 widths (multiples of 4), 4 block counts and 3 FAM repeats, "
+                             f"got {widths}, {list(blocks)}, {list(fam_repeats)}")
+        self.cnn = ResNetEncoder(in_channels, widths, blocks, stem_pool=False)
+        self.transformer = PatchTransformer(in_channels, embed_dim, depth, num_heads, mlp_ratio=4, patch=16)
+        self.lift_tokens = nn.Conv2d(embed_dim, widths[3], 1)
+        self.fuse_se = SqueezeExcite(2 * widths[3], se_ratio)
+        self.fuse = nn.Conv2d(2 * widths[3], widths[3], 1)
+        self.adapt = nn.ModuleList(FeatureAdaptation(w, n) for w, n in zip(widths[:3], fam_repeats))
+        self.decoders = nn.ModuleList(LinkNetDecoderBlock(widths[i + 1], widths[i]) for i in (2, 1, 0))
+        self.head = linknet_head(widths[0], head_channels, num_classes)
+        self.transformer.apply(init_transformer_)
+        self.divisible_by = 16
+        self.deep_supervision = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, size = pad_to_multiple(x, self.divisible_by)
+        *skips, deepest = self.cnn(x)
+        both = torch.cat([deepest, self.lift_tokens(self.transformer(x))], dim=1)
+        y = self.fuse(self.fuse_se(both))
+        for decoder, adapt, skip in zip(self.decoders, reversed(self.adapt), reversed(skips)):
+            y = decoder(y) + adapt(skip)
+        return crop_to(self.head(y), size)
+
+
+@register_model(family="ubench_cnn", spatial_dims=(2,), deep_supervision=False,
+                paper="Wu et al., FAT-Net: Feature Adaptive Transformers for Automated Skin Lesion Segmentation, "
+                      "Medical Image Analysis 76, 2022 (Fig. 1-4; no printed count read: official code 28,758,657 "
+                      "at 3 in, 1 class)",
+                defaults=lambda d: {"widths": [64, 128, 256, 512], "blocks": [3, 4, 6, 3], "embed_dim": 192,
+                                    "depth": 12, "num_heads": 3, "fam_repeats": [6, 4, 2],
+                                    "head_channels": 32},
+                tiny_kwargs={"widths": [8, 8, 16, 16], "blocks": [1, 1, 1, 1], "embed_dim": 16, "depth": 1,
+                             "num_heads": 2, "fam_repeats": [2, 1, 1], "head_channels": 8},
+                extra={"tags": ["hybrid", "cnn", "transformer", "residual", "attention", "pretrainable-encoder"],
+                       "paper_params": None,
+                       "paper_setup": "no count read from the paper; official code (SZUcsh/FAT-Net FAT_Net.py, as "
+                                      "U-Bench ships it), 3 in / 1 class, 224x224, ResNet-34 + DeiT-tiny: 28,758,657, "
+                                      "of which 4,640 in a decoder block it never calls",
+                       "divisible_by": 16, "pads_input": True, "output_stride": 4, "paper_patch": [224, 224],
+                       "kwargs_note": _PLAN_NOTE})
+def fatnet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
+           widths: Sequence[int] = (64, 128, 256, 512), blocks: Sequence[int] = (3, 4, 6, 3), embed_dim: int = 192,
+           depth: int = 12, num_heads: int = 3, fam_repeats: Sequence[int] = (6, 4, 2), head_channels: int = 32,
+           n_stages: Any = None, features_per_stage: Any = None, kernel_sizes: Any = None,
+           strides: Any = None) -> FATNet:
+    """FAT-Net: ResNet-34 and DeiT-tiny encoders side by side, feature adaptation skips, LinkNet decoder, 2D."""
+    return FATNet(in_channels, num_classes, widths, blocks, embed_dim, depth, num_heads, fam_repeats, head_channels)
 
 
 # ============================================================================================ MSRF-Net
