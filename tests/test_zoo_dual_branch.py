@@ -1,7 +1,8 @@
-"""Tests of MSRF-Net (issue 17, src/unetkit/models/ubench_dual_branch.py): the parameter count
-against the reference code's, summed by hand, the metadata contract, and what the generic tests
-over ``list_models()`` (tests/test_models.py) cannot see: the DSDF block's exchange schedule,
-refused patches, deep-supervision resolutions.
+"""Tests of FAT-Net and MSRF-Net (issue 17, src/unetkit/models/ubench_dual_branch.py): parameter
+counts against the reference code's, summed by hand (neither paper prints one we could read), the
+metadata contract, and what the generic tests over ``list_models()`` (tests/test_models.py) cannot
+see: the DSDF block's exchange schedule, FAM's weight sharing, padded and refused patches,
+deep-supervision resolutions.
 
 PAPER_COUNTS entries name the source of the figure and the configuration that gives it; our count
 must equal it. PARAMETER_SNAPSHOTS are our own exact counts: they flag a changed layout, nothing more.
@@ -17,7 +18,7 @@ import torch
 from paper_counts import assert_matches_paper
 from unetkit.models import count_parameters, create_model, model_info
 
-DUAL_BRANCH = ("msrfnet",)
+DUAL_BRANCH = ("fatnet", "msrfnet")
 TAGS = {"cnn", "transformer", "hybrid", "mamba", "rwkv", "mlp", "kan", "xlstm", "attention", "residual", "dense",
         "multiscale", "nested", "recurrent", "lightweight", "pretrainable-encoder"}
 
@@ -26,6 +27,14 @@ def _meta(name: str, cin: int, ncls: int, **kwargs: Any) -> torch.nn.Module:
     with torch.device("meta"):
         return create_model(name, 2, cin, ncls, deep_supervision=False, **kwargs)
 
+
+# The official FAT-Net (SZUcsh/FAT-Net FAT_Net.py, as U-Bench's models/CNN/FAT_Net ships it), FAT_Net(3, 1),
+# summed by hand: torchvision ResNet-34 conv1 + bn1 + layer1-4 21,284,672; DeiT-tiny patch embedding
+# 147,648 + 12 blocks x 444,864 = 5,486,016; 1x1 192->512, SE(1024, r 16, no bias), 1x1 1024->512
+# 754,688; FAM blocks 64/128/256 861,056; decoder4-2 325,248; final transposed conv + two convs 42,337;
+# decoder1, built and never called, 4,640 (not built in ours: added back below)
+FATNET_OFFICIAL_COUNT = "28,758,657"
+FATNET_UNUSED_DECODER = 64 * 16 + 16 + 2 * 16 + 16 * 16 * 9 + 16 + 2 * 16 + 16 * 64 + 64 + 2 * 64
 
 # U-Bench's models/CNN/MSRFNet/MSRFNet.py (the amlarraz/MSRF-Net_PyTorch port), MSRF(3, 1), init_feat
 # 32, summed by hand layer by layer:
@@ -36,21 +45,28 @@ def _meta(name: str, cin: int, ncls: int, **kwargs: Any) -> torch.nn.Module:
 #   shape stream 47,023; decoder stage 1/4 1,119,760 and 1/2 256,076 (heads included); full stage 53,505
 MSRF_UBENCH_COUNT = "22,506,074"
 
-# (name, in_channels, classes, kwargs, figure as printed, relative tolerance, source)
-PAPER_COUNTS: list[tuple[str, int, int, dict[str, Any], str, float, str]] = [
-    ("msrfnet", 3, 1, {}, MSRF_UBENCH_COUNT, 0.0,
+# (name, in_channels, classes, kwargs, parameters not built in ours, figure as printed, relative
+#  tolerance, source)
+PAPER_COUNTS: list[tuple[str, int, int, dict[str, Any], int, str, float, str]] = [
+    ("fatnet", 3, 1, {}, FATNET_UNUSED_DECODER, FATNET_OFFICIAL_COUNT, 0.0,
+     "no figure read from Wu 2022; official code (FAT_Net.py), 3 in, 1 class, ResNet-34 + DeiT-tiny, with the "
+     "decoder block its forward never calls"),
+    ("msrfnet", 3, 1, {}, 0, MSRF_UBENCH_COUNT, 0.0,
      "no figure found in Srivastava 2022; U-Bench's PyTorch port (MSRFNet.py), 3 in, 1 class, widths 32..256"),
 ]
 
 
 @pytest.mark.parametrize("case", PAPER_COUNTS, ids=[f"{c[0]}-{i}" for i, c in enumerate(PAPER_COUNTS)])
 def test_parameter_count_matches_reference(case: tuple) -> None:
-    name, cin, ncls, kwargs, printed, tolerance, source = case
-    assert_matches_paper(count_parameters(_meta(name, cin, ncls, **kwargs)), printed, tolerance, f"{name} ({source})")
+    name, cin, ncls, kwargs, not_built, printed, tolerance, source = case
+    count = count_parameters(_meta(name, cin, ncls, **kwargs)) + not_built
+    assert_matches_paper(count, printed, tolerance, f"{name} ({source})")
 
 
 # Snapshots of our own exact counts (1 in, 2 classes, defaults; tiny): not evidence, a change detector.
 PARAMETER_SNAPSHOTS: list[tuple[str, dict[str, Any], int]] = [
+    ("fatnet", {}, 28_649_730),
+    ("fatnet", dict(model_info("fatnet").tiny_kwargs), 26_218),
     ("msrfnet", {}, 22_505_732),
     ("msrfnet", {"base_width": 8}, 1_409_991),
 ]
@@ -118,3 +134,35 @@ def test_dsdf_exchange_schedule_and_scaled_residual() -> None:
     assert seen == [4, 2, 2, 2]  # the input (4 channels), then growth-wide layer outputs
     assert inputs[0] == pytest.approx(float(x.mean()), abs=1e-6)
     assert inputs[1:] == [1.0, 3.0, 4.0]  # outputs of layers 1, 3 and 4
+
+
+def test_fatnet_pads_any_patch_and_crops_the_logits() -> None:
+    model = create_model("fatnet", 2, 3, 2, **model_info("fatnet").tiny_kwargs).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 37, 29)).shape == (1, 2, 37, 29)
+        assert model(torch.randn(1, 3, 64, 48)).shape == (1, 2, 64, 48)
+
+
+def test_fatnet_feature_adaptation_shares_one_set_of_weights_across_repeats() -> None:
+    """FAM applied n times is one block's map composed n times (the official code lists one block
+    instance n times): same parameters whatever n, and two repeats equal the block applied twice."""
+    from unetkit.models.ubench_dual_branch import FeatureAdaptation
+
+    torch.manual_seed(0)
+    once, twice = FeatureAdaptation(4, 1), FeatureAdaptation(4, 2)
+    twice.load_state_dict(once.state_dict())
+    assert count_parameters(once) == count_parameters(twice) == 4 * 4 * 9 + 4 + 4 * 4 + 4
+    x = torch.randn(1, 4, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(twice(x), once(once(x)))
+        y = torch.relu(once.conv3(x)) + torch.relu(once.conv1(x))
+        torch.testing.assert_close(once(x), y)
+
+
+def test_fatnet_transformer_branch_meets_the_cnn_at_one_sixteenth() -> None:
+    model = create_model("fatnet", 2, 1, 2, **model_info("fatnet").tiny_kwargs).eval()
+    x = torch.randn(1, 1, 64, 96)
+    with torch.no_grad():
+        tokens = model.transformer(x)
+        deepest = model.cnn(x)[-1]
+    assert tokens.shape[2:] == deepest.shape[2:] == (4, 6)
