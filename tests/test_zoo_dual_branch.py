@@ -14,13 +14,11 @@ from typing import Any
 
 import pytest
 import torch
-
 from paper_counts import assert_matches_paper
+
 from unetkit.models import count_parameters, create_model, model_info
 
 DUAL_BRANCH = ("fatnet", "msrfnet")
-TAGS = {"cnn", "transformer", "hybrid", "mamba", "rwkv", "mlp", "kan", "xlstm", "attention", "residual", "dense",
-        "multiscale", "nested", "recurrent", "lightweight", "pretrainable-encoder"}
 
 
 def _meta(name: str, cin: int, ncls: int, **kwargs: Any) -> torch.nn.Module:
@@ -49,8 +47,8 @@ MSRF_UBENCH_COUNT = "22,506,074"
 #  tolerance, source)
 PAPER_COUNTS: list[tuple[str, int, int, dict[str, Any], int, str, float, str]] = [
     ("fatnet", 3, 1, {}, FATNET_UNUSED_DECODER, FATNET_OFFICIAL_COUNT, 0.0,
-     "no figure read from Wu 2022; official code (FAT_Net.py), 3 in, 1 class, ResNet-34 + DeiT-tiny, with the "
-     "decoder block its forward never calls"),
+     ("no figure read from Wu 2022; official code (FAT_Net.py), 3 in, 1 class, ResNet-34 + DeiT-tiny, with the "
+      "decoder block its forward never calls")),
     ("msrfnet", 3, 1, {}, 0, MSRF_UBENCH_COUNT, 0.0,
      "no figure found in Srivastava 2022; U-Bench's PyTorch port (MSRFNet.py), 3 in, 1 class, widths 32..256"),
 ]
@@ -78,17 +76,12 @@ def test_parameter_count_snapshot(name: str, kwargs: dict[str, Any], snapshot: i
 
 
 @pytest.mark.parametrize("name", DUAL_BRANCH)
-def test_metadata_contract(name: str) -> None:
+def test_reference_is_named_and_tiny_model_is_small(name: str) -> None:
+    """The catalogue tests (tests/test_models_catalog.py) hold the metadata keys; here: without a
+    printed figure the setup names the code counted instead, and the tiny model stays small."""
     info = model_info(name)
-    extra = info.extra
-    assert extra["tags"] and set(extra["tags"]) <= TAGS
-    assert extra["paper_params"] is None or extra["paper_params"] > 0
-    assert isinstance(extra["paper_setup"], str) and extra["paper_setup"]
-    if extra["paper_params"] is None:
-        assert "official code" in extra["paper_setup"] or "U-Bench" in extra["paper_setup"]
-    assert isinstance(extra["divisible_by"], int) and extra["divisible_by"] >= 1
-    tiny = create_model(name, 2, 1, 2, deep_supervision=False, **info.tiny_kwargs)
-    assert count_parameters(tiny) <= 2_000_000
+    assert info.extra["paper_params"] is None and "official code" in info.extra["paper_setup"]
+    assert count_parameters(create_model(name, 2, 1, 2, deep_supervision=False, **info.tiny_kwargs)) <= 2_000_000
 
 
 def test_msrfnet_refuses_patches_that_are_no_multiple_of_8() -> None:
