@@ -54,7 +54,7 @@ neither the extra input nor that loss, so, as U-Bench does, the image itself sta
 map and the shape stream trains through the segmentation loss alone (its shape map is not
 returned). Deep supervision returns the full-resolution logits, then the heads of the 1/2 and 1/4
 stages at their own resolution (the reference upsamples them to full size before its loss). The
-squeeze-and-excitation bottleneck is ``C // 16`` channels, at least one (tiny widths). MSRF-Net
+squeeze-and-excitation bottleneck is at least one channel (tiny widths). MSRF-Net
 needs patches that are multiples of 8. Both are 2D only. Reference code was read through the code
 search; all code here is our own.
 """
@@ -230,19 +230,19 @@ class DualScaleDenseFusion(nn.Module):
         return x + 0.4 * x5, y + 0.4 * y5
 
 
-def _squeeze16(channels: int) -> nn.Module:
-    """Squeeze-and-excitation with biases to ``channels // 16`` (at least one, for tiny widths)."""
-    return BiasedSqueezeExcite(channels, max(1, channels // 16) / channels, nn.ReLU)
+def _squeeze(channels: int, ratio: int = 16) -> nn.Module:
+    """Squeeze-and-excitation with biases to ``channels // ratio`` (at least one, for tiny widths)."""
+    return BiasedSqueezeExcite(channels, max(1, channels // ratio) / channels, nn.ReLU)
 
 
-def _msrf_encoder_stage(cin: int, cout: int, pool: bool, squeeze: bool) -> nn.Sequential:
-    """(Max pool /2 + dropout 0.2,) two 3x3 conv + ReLU, BN, (squeeze-and-excitation, ratio 16 with
-    biases): one level of MSRF-Net's encoder."""
+def _msrf_encoder_stage(cin: int, cout: int, pool: bool, squeeze_ratio: int | None) -> nn.Sequential:
+    """(Max pool /2 + dropout 0.2,) two 3x3 conv + ReLU, BN, (squeeze-and-excitation with biases):
+    one level of MSRF-Net's encoder."""
     layers: list[nn.Module] = [nn.MaxPool2d(2), nn.Dropout(0.2)] if pool else []
     layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1),
                nn.ReLU(inplace=True), nn.BatchNorm2d(cout)]
-    if squeeze:
-        layers.append(_squeeze16(cout))
+    if squeeze_ratio is not None:
+        layers.append(_squeeze(cout, squeeze_ratio))
     return nn.Sequential(*layers)
 
 
@@ -272,7 +272,7 @@ class DualAttention(nn.Module):
         super().__init__()
         self.up = nn.Sequential(nn.ConvTranspose2d(c_prev, cout, 2, 2), nn.BatchNorm2d(cout), nn.ReLU())
         self.mix = nn.Sequential(nn.Conv2d(c_skip + cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
-        self.channel = _squeeze16(cout)
+        self.channel = _squeeze(cout)
         self.spatial = nn.Sequential(nn.Conv2d(cout, cout, 1), nn.BatchNorm2d(cout), nn.ReLU(), nn.Conv2d(cout, 1, 1),
                                      nn.Sigmoid())
 
@@ -362,7 +362,9 @@ class MSRFNet(nn.Module):
         if base_width < 8 or base_width % 4:
             raise ValueError(f"MSRF-Net's base width must be a multiple of 4 and at least 8, got {base_width}")
         w = [base_width * 2 ** i for i in range(4)]
-        self.encoder = nn.ModuleList(_msrf_encoder_stage(in_channels if i == 0 else w[i - 1], w[i], i > 0, i < 3)
+        # the reference's encoder squeeze ratio is half the base width (16 at the published 32)
+        ratios = (base_width // 2,) * 3 + (None,)
+        self.encoder = nn.ModuleList(_msrf_encoder_stage(in_channels if i == 0 else w[i - 1], w[i], i > 0, ratios[i])
                                      for i in range(4))
         self.fusion = nn.ModuleList(DualScaleDenseFusion(w[a], w[b], w[a] // 2) for a, b in self.DSDF_PAIRS)
         self.shape_stream = ShapeStream(w, in_channels, num_classes)
