@@ -75,13 +75,14 @@ class BasicBlock(nn.Module):
 class ResNetEncoder(nn.Module):
     """ResNet (He et al., CVPR 2016) without its classifier: 7x7 stride-2 stem, 3x3 stride-2 max pool,
     then stages of basic blocks (the first at stride 1, the others halving). ResNet-34: blocks
-    3, 4, 6, 3 of widths 64, 128, 256, 512. Returns every stage's output (1/4 ... 1/32)."""
+    3, 4, 6, 3 of widths 64, 128, 256, 512. Returns every stage's output (1/4 ... 1/32; without the
+    max pool, ``stem_pool=False`` as FAT-Net uses it, 1/2 ... 1/16)."""
 
     def __init__(self, in_channels: int, widths: Sequence[int] = (64, 128, 256, 512),
-                 blocks: Sequence[int] = (3, 4, 6, 3)) -> None:
+                 blocks: Sequence[int] = (3, 4, 6, 3), stem_pool: bool = True) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]),
-                                  nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+                                  nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1) if stem_pool else nn.Identity())
         stages, cin = [], widths[0]
         for i, (width, n) in enumerate(zip(widths, blocks)):
             stride = 1 if i == 0 else 2
@@ -151,6 +152,14 @@ class LinkNetDecoderBlock(nn.Sequential):
                          nn.Conv2d(mid, cout, 1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+def linknet_head(cin: int, mid: int, num_classes: int) -> nn.Sequential:
+    """4x4 transposed conv (x2) to ``mid`` + ReLU, 3x3 conv + ReLU, 3x3 conv to the classes: the
+    full-resolution head of CE-Net and FAT-Net."""
+    return nn.Sequential(nn.ConvTranspose2d(cin, mid, 4, 2, 1), nn.ReLU(inplace=True),
+                         nn.Conv2d(mid, mid, 3, padding=1), nn.ReLU(inplace=True),
+                         nn.Conv2d(mid, num_classes, 3, padding=1))
+
+
 class CENet(nn.Module):
     """CE-Net: ResNet encoder, DAC + RMP context extractor, LinkNet-style decoder with additive skips."""
 
@@ -166,9 +175,7 @@ class CENet(nn.Module):
         cins = [widths[3] + 4, widths[2], widths[1], widths[0]]
         couts = [widths[2], widths[1], widths[0], widths[0]]
         self.decoders = nn.ModuleList(LinkNetDecoderBlock(ci, co) for ci, co in zip(cins, couts))
-        self.head = nn.Sequential(nn.ConvTranspose2d(widths[0], head_channels, 4, 2, 1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(head_channels, head_channels, 3, padding=1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(head_channels, num_classes, 3, padding=1))
+        self.head = linknet_head(widths[0], head_channels, num_classes)
         self.divisible_by = 32
         self.deep_supervision = False
 
