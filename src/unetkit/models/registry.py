@@ -52,7 +52,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "unetkit.models.ubench_cnn_b_light", "unetkit.models.ubench_cnn_b_mlp",
     "unetkit.models.ubench_cnn_b_kan", "unetkit.models.ubench_cnn_b_attention", "unetkit.models.ubench_cnn_b_unetv2",
     "unetkit.models.efficientnet_unetpp", "unetkit.models.seed_cnn", "unetkit.models.seed_swin",
-    "unetkit.models.vilunet", "unetkit.models.axial_mixed_transformers",
+    "unetkit.models.vilunet", "unetkit.models.axial_mixed_transformers", "unetkit.models.ubench_cnn_d",
 )
 
 #: What a registered builder is called with: (spatial_dims, in_channels, num_classes,

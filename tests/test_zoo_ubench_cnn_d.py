@@ -1,0 +1,124 @@
+"""Tests of the U-Bench CNNs with redesigned skip pathways (src/unetkit/models/ubench_cnn_d.py,
+issue 17): parameter counts against each paper's printed figure (or, where none could be read, the
+official code's count, said so in the entry), the metadata contract, and what the generic tests over
+``list_models()`` (tests/test_models.py) cannot see: odd patches and each model's distinctive block.
+
+PAPER_COUNTS entries name the source, its figure as printed and the configuration that gives it;
+our count must round to the figure, or lie within the tolerance the entry states with its reason.
+PARAMETER_SNAPSHOTS are our own exact counts: they flag a changed layout, nothing more.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from paper_counts import assert_matches_paper
+
+from unetkit.models import count_parameters, create_model, model_info
+
+UBENCH_CNN_D = ("utanet",)
+TAGS = {"cnn", "transformer", "hybrid", "mamba", "rwkv", "mlp", "kan", "xlstm", "attention", "residual", "dense",
+        "multiscale", "nested", "recurrent", "lightweight", "pretrainable-encoder"}
+
+
+def _meta(name: str, cin: int, ncls: int, **kwargs: Any) -> torch.nn.Module:
+    with torch.device("meta"):
+        return create_model(name, 2, cin, ncls, deep_supervision=False, **kwargs)
+
+
+# torchvision's ResNet-34 stem (7x7 conv 3->64, no bias, + BN) and 1000-class classifier: held by the
+# official UTANet (self.resnet) but never called by its forward; in its count, not in ours
+_UTANET_UNUSED = 3 * 64 * 49 + 2 * 64 + (512 * 1000 + 1000)
+
+# (name, in_channels, classes, kwargs, how the figure counts, figure, relative tolerance, source)
+PAPER_COUNTS: list[tuple[str, int, int, dict[str, Any], Any, str, float, str]] = [
+    ("utanet", 3, 1, {}, count_parameters, "23,754,433", 0.0,
+     ("no figure read from Luo 2025; official code (AshleyLuo001/UTANet UTANet.py + ta_mosc.py, as U-Bench ships "
+      "it), 3 in, 1 class, summed by hand: stem 1,920 + ResNet-34 layers 21,275,136 + fuse 32,960 + experts and "
+      "gates 134,400 + dockers 34,304 + decoder 2,275,136 + head 577")),
+    ("utanet", 3, 1, {}, lambda m: count_parameters(m) + _UTANET_UNUSED, "24,276,969", 0.0,
+     "the same, as model.parameters() of the official code sums it (with the unused torchvision stem and fc)"),
+]
+
+
+@pytest.mark.parametrize("case", PAPER_COUNTS, ids=[f"{c[0]}-{i}" for i, c in enumerate(PAPER_COUNTS)])
+def test_parameter_count_matches_paper(case: tuple) -> None:
+    name, cin, ncls, kwargs, count, printed, tolerance, source = case
+    assert_matches_paper(count(_meta(name, cin, ncls, **kwargs)), printed, tolerance, f"{name} ({source})")
+
+
+# Snapshots of our own exact counts (3 in, 1 class, defaults): not evidence, a change detector.
+PARAMETER_SNAPSHOTS: list[tuple[str, int]] = [
+    ("utanet", 23_754_433),
+]
+
+
+@pytest.mark.parametrize("name,snapshot", PARAMETER_SNAPSHOTS)
+def test_parameter_count_snapshot(name: str, snapshot: int) -> None:
+    assert count_parameters(_meta(name, 3, 1)) == snapshot
+
+
+@pytest.mark.parametrize("name", UBENCH_CNN_D)
+def test_metadata_contract(name: str) -> None:
+    info = model_info(name)
+    extra = info.extra
+    assert extra["tags"] and set(extra["tags"]) <= TAGS
+    assert extra["paper_params"] is None or extra["paper_params"] > 0
+    assert isinstance(extra["paper_setup"], str) and extra["paper_setup"]
+    if extra["paper_params"] is None:
+        assert "official code" in extra["paper_setup"] or "U-Bench" in extra["paper_setup"]
+    assert isinstance(extra["divisible_by"], int) and extra["divisible_by"] >= 1
+    tiny = create_model(name, 2, 1, 2, deep_supervision=False, **info.tiny_kwargs)
+    assert count_parameters(tiny) <= 2_000_000
+
+
+@pytest.mark.parametrize("name", UBENCH_CNN_D)
+def test_odd_patch_is_padded_or_refused_clearly(name: str) -> None:
+    """A patch that is no multiple of the network's downsampling (37 x 29) comes back at its size
+    from a model that pads (``pads_input``); the others say which multiple they need."""
+    info = model_info(name)
+    torch.manual_seed(0)
+    model = create_model(name, 2, 1, 2, deep_supervision=False, **info.tiny_kwargs).eval()
+    x = torch.randn(1, 1, 37, 29)
+    with torch.no_grad():
+        if info.extra.get("pads_input"):
+            assert model(x).shape == (1, 2, 37, 29)
+        else:
+            with pytest.raises(ValueError, match="multiple"):
+                model(x)
+
+
+def test_utanet_router_sums_its_top_two_experts_with_renormalized_weights() -> None:
+    """Hand-worked routing: every expert computed on every image, then each router's output is the
+    top-2 experts by softmax(pooled @ gate), weighted by a softmax over those two scores."""
+    from unetkit.models.ubench_cnn_d import MixtureOfSkipExperts
+    torch.manual_seed(0)
+    moe = MixtureOfSkipExperts(8, n_experts=4, n_routes=2, top_k=2).eval()
+    x = torch.randn(3, 8, 5, 4)
+    with torch.no_grad():
+        routed = moe(x)
+        every = torch.stack([expert(x) for expert in moe.experts], dim=1)  # (B, E, C, H, W)
+        for gate, out in zip(moe.gates, routed):
+            scores = F.softmax(x.mean(dim=(2, 3)) @ gate, dim=1)
+            for b in range(3):
+                top = scores[b].argsort(descending=True)[:2]
+                w = F.softmax(scores[b, top], dim=0)
+                torch.testing.assert_close(out[b], w[0] * every[b, top[0]] + w[1] * every[b, top[1]])
+
+
+def test_utanet_balanced_utilization_trains_every_expert() -> None:
+    """One image picks two experts per router; in training the unused experts still run (on a random
+    row) and receive gradients; in evaluation they do not."""
+    from unetkit.models.ubench_cnn_d import MixtureOfSkipExperts
+    torch.manual_seed(0)
+    moe = MixtureOfSkipExperts(8, n_experts=4, n_routes=1, top_k=2)
+    x = torch.randn(1, 8, 4, 4)
+    sum(o.sum() for o in moe(x)).backward()
+    assert all(e[0].weight.grad is not None and e[0].weight.grad.abs().sum() > 0 for e in moe.experts)
+    moe.zero_grad(set_to_none=True)
+    moe.eval()
+    sum(o.sum() for o in moe(x)).backward()
+    assert sum(e[0].weight.grad is not None for e in moe.experts) == 2
