@@ -19,7 +19,7 @@ from paper_counts import assert_matches_paper
 
 from unetkit.models import count_parameters, create_model, model_info
 
-UBENCH_CNN_D = ("utanet",)
+UBENCH_CNN_D = ("utanet", "perspective_unet")
 TAGS = {"cnn", "transformer", "hybrid", "mamba", "rwkv", "mlp", "kan", "xlstm", "attention", "residual", "dense",
         "multiscale", "nested", "recurrent", "lightweight", "pretrainable-encoder"}
 
@@ -39,6 +39,11 @@ PAPER_COUNTS: list[tuple[str, int, int, dict[str, Any], Any, str, float, str]] =
      ("no figure read from Luo 2025; official code (AshleyLuo001/UTANet UTANet.py + ta_mosc.py, as U-Bench ships "
       "it), 3 in, 1 class, summed by hand: stem 1,920 + ResNet-34 layers 21,275,136 + fuse 32,960 + experts and "
       "gates 134,400 + dockers 34,304 + decoder 2,275,136 + head 577")),
+    ("perspective_unet", 3, 9, {}, count_parameters, "112,659,849", 0.0,
+     ("no figure in Hu 2024 (arXiv:2406.14052) or its README; official code (tljxyys/Perspective-Unet "
+      "networks/perspective_unet.py, as U-Bench ships it), 3 in, 9 classes (Synapse), summed by hand: bi-path "
+      "encoder 54,494,784 + ENLTBs 30,320,640 + their down/merge convs 5,247,488 + SCSI 8,811,008 + skip fusions "
+      "2,754,304 + decoder 11,026,432 + head 5,193")),
     ("utanet", 3, 1, {}, lambda m: count_parameters(m) + _UTANET_UNUSED, "24,276,969", 0.0,
      "the same, as model.parameters() of the official code sums it (with the unused torchvision stem and fc)"),
 ]
@@ -53,6 +58,7 @@ def test_parameter_count_matches_paper(case: tuple) -> None:
 # Snapshots of our own exact counts (3 in, 1 class, defaults): not evidence, a change detector.
 PARAMETER_SNAPSHOTS: list[tuple[str, int]] = [
     ("utanet", 23_754_433),
+    ("perspective_unet", 112_655_233),
 ]
 
 
@@ -122,3 +128,38 @@ def test_utanet_balanced_utilization_trains_every_expert() -> None:
     moe.eval()
     sum(o.sum() for o in moe(x)).backward()
     assert sum(e[0].weight.grad is not None for e in moe.experts) == 2
+
+
+def test_perspective_enla_equals_the_quadratic_kernel_attention_it_factorizes() -> None:
+    """ENLA computes ``phi(q) (phi(k)^T v) / (phi(q) sum_j phi(k_j))`` in linear time; written out as a
+    (N x N) attention matrix ``A = phi(q) phi(k)^T`` normalized per row, the result is the same."""
+    from unetkit.models.ubench_cnn_d import (
+        EfficientNonLocalAttention,
+        softmax_kernel_features,
+    )
+    torch.manual_seed(0)
+    attn = EfficientNonLocalAttention(8).eval()
+    q, k = (F.normalize(torch.randn(2, 11, 8), dim=-1) for _ in range(2))
+    v = torch.randn(2, 11, 8)
+    fq, fk = softmax_kernel_features(q, attn.projection), softmax_kernel_features(k, attn.projection)
+    weights = fq @ fk.transpose(1, 2)
+    expected = (weights / weights.sum(dim=-1, keepdim=True)) @ v
+    torch.testing.assert_close(attn(q, k, v), expected)
+
+
+def test_perspective_random_features_are_orthogonal_rows_with_gaussian_norms() -> None:
+    from unetkit.models.ubench_cnn_d import orthogonal_random_features
+    w = orthogonal_random_features(6, 6, torch.Generator().manual_seed(0))
+    gram = w @ w.t()
+    torch.testing.assert_close(gram - torch.diag(torch.diagonal(gram)), torch.zeros(6, 6), atol=1e-5, rtol=0)
+    assert w.shape == (6, 6) and (torch.diagonal(gram) > 0).all()
+
+
+def test_perspective_image_output_does_not_depend_on_the_rest_of_the_batch() -> None:
+    """The SCSI attends over each image's tokens (the official code's sequence-first attention on a
+    batch-first tensor would attend across the images of a batch instead)."""
+    torch.manual_seed(0)
+    model = create_model("perspective_unet", 2, 1, 2, **model_info("perspective_unet").tiny_kwargs).eval()
+    x = torch.randn(3, 1, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)[:1], model(x[:1]), atol=1e-5, rtol=1e-4)

@@ -1,4 +1,4 @@
-"""U-Bench CNNs with redesigned skip pathways (family ``ubench_cnn``, issue 17, fourth batch).
+"""U-Bench CNNs that rework the U-Net skip pathway (family ``ubench_cnn``, issue 17, fourth batch).
 
 - ``utanet``: Luo, Zhu, Zhang, Sun, "Rethinking U-Net: Task-Adaptive Mixture of Skip Connections for
   Enhanced Medical Image Segmentation" (UTANet), AAAI 2025. A U-Net whose encoder is a ResNet-34
@@ -19,6 +19,21 @@
   code sums them (it also keeps torchvision's whole ResNet-34, whose 7x7 stem, its BN and the
   1000-class classifier, 522,536 parameters, the forward never calls; ours leaves them out).
 
+- ``perspective_unet``: Hu, Chen, Pan, Zeng, Yang, "Perspective+ Unet: Enhancing Segmentation with Bi-Path
+  Fusion and Efficient Non-Local Attention for Superior Receptive Fields", 2024 (arXiv:2406.14052).
+  Five bi-path residual stages (BPRB: a 1x1 conv and a residual block beside a 1x1 conv and a
+  dilation-2 residual block, concatenated and 1x1-fused; widths 64 .. 1024, max pool between); the
+  three deepest maps (1/4, 1/8, 1/16) pass two efficient non-local transformer blocks each (ENLTB:
+  Performer-style positive orthogonal random features approximate softmax attention in linear time,
+  then a ratio-4 MLP; a deeper stage also takes the previous stage's output through a 2x2 stride-2
+  conv), then the spatial cross-scale integrator (SCSI: all three maps as one token sequence through
+  6 post-norm transformer layers, 256 wide, 8 heads, FFN 2048), and are 1x1-fused with their CNN map
+  as skips; a U-Net decoder of two conv-BN-ReLU per level (bilinear x2, align_corners=True) whose
+  last level has no skip (the full-resolution stage feeds only the encoder), 3x3 head. Official code:
+  github.com/tljxyys/Perspective-Unet ``networks/perspective_unet.py`` (U-Bench
+  ``models/CNN/Perspective_Unet``). Neither the paper nor its README prints a parameter count; ours
+  is the official code's at 3 in, 9 classes (Synapse), counted by hand: 112,659,849.
+
 Differences, UTANet: the balanced-expert-utilization trick is kept (in training, an expert that no
 image chose for a router still runs on one randomly drawn row of the router's (image, slot) list
 and adds to that image's output, so that every expert is trained), but its load-balancing loss
@@ -27,11 +42,23 @@ unetkit's losses take logits only. The paper's two-stage schedule (a plain U-Net
 trained second) is not reproduced: the whole network trains at once, as in U-Bench. The encoder
 starts untrained (the paper starts from ImageNet weights). The input is zero-padded to a multiple
 of 16 and the logits cropped. Logits, no sigmoid. 2D only, no deep supervision (the paper has none).
+Differences, Perspective+ UNet: the official SCSI hands a (batch, tokens, channels) tensor to a
+sequence-first ``nn.MultiheadAttention``, so it attends across the images of a batch at each token
+position (one image alone: no spatial mixing at all); ours attends across each image's tokens, as
+the paper describes the SCSI (same parameters; quadratic in the tokens of three scales, so on a 2-core
+CPU at 320x256 the published 6 x 8-head SCSI runs out of memory: the hand training run used 1 layer,
+1 head). The token grids are not fixed (the official code hard-codes 56/28/14, U-Bench 64/32/16): any
+multiple of 16 works, others are zero-padded and the logits cropped. The input is not repeated to 3
+channels (the first 1x1 convs take ``in_channels``). ENLA's random-feature kernel runs in float32
+(its ``exp`` overflows half precision). ENLA's projection is drawn once at construction (a buffer,
+saved with the weights); the official code offers redrawing but never calls it.
+
 Reference code was read through the code search; all code here is our own.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,7 +66,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unetkit.models.attention_blocks import crop_to, pad_to_multiple
+from unetkit.models.attention_blocks import (
+    DropPath,
+    Mlp,
+    SelfAttention,
+    crop_to,
+    pad_to_multiple,
+)
+from unetkit.models.lightweight import _up2
 from unetkit.models.registry import register_model
 from unetkit.models.ubench_cnn_backbone import BasicBlock, conv_bn_relu
 
@@ -197,3 +231,217 @@ def utanet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervisi
            strides: Any = None) -> UTANet:
     """UTANet: ResNet-34 U-Net whose skips are a task-adaptive mixture of convolutional experts, 2D."""
     return UTANet(in_channels, num_classes, widths, blocks, decoder_widths, moe_width, n_experts, top_k, moe)
+
+
+# ============================================================================================ Perspective+ UNet
+class DilatedResBlock(nn.Module):
+    """Perspective+'s dilated residual block: two 3x3 convs of dilation ``dilation`` (no bias) with BN,
+    ReLU between, identity shortcut (1x1 conv + BN where the width changes), ReLU."""
+
+    def __init__(self, cin: int, cout: int, dilation: int = 2) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = (nn.Identity() if cin == cout else
+                         nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x), inplace=True)
+
+
+class BiPathResBlock(nn.Module):
+    """Bi-path residual block (BPRB): a 1x1 conv then a plain residual block, beside a 1x1 conv then a
+    dilated (2) residual block; both concatenated, 1x1 conv + BN + ReLU to ``cout``."""
+
+    def __init__(self, cin: int, mid: int, cout: int) -> None:
+        super().__init__()
+        self.local = nn.Sequential(nn.Conv2d(cin, mid, 1), BasicBlock(mid, mid))
+        self.wide = nn.Sequential(nn.Conv2d(cin, mid, 1), DilatedResBlock(mid, mid, 2))
+        self.fuse = conv_bn_relu(2 * mid, cout, kernel=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fuse(torch.cat([self.local(x), self.wide(x)], dim=1))
+
+
+def orthogonal_random_features(rows: int, cols: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Performer's Gaussian orthogonal random matrix (Choromanski et al., ICLR 2021): blocks of the
+    transposed Q of QR-decomposed Gaussian matrices, each row rescaled to the norm of a Gaussian vector."""
+    blocks = []
+    for start in range(0, rows, cols):
+        q, _ = torch.linalg.qr(torch.randn(cols, cols, generator=generator))
+        blocks.append(q.t()[: min(cols, rows - start)])
+    norms = torch.randn(rows, cols, generator=generator).norm(dim=1)
+    return norms[:, None] * torch.cat(blocks)
+
+
+def softmax_kernel_features(x: torch.Tensor, projection: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Positive random features of the softmax kernel: ``m**-0.5 * (exp(x W^T - |x|^2 / 2) + eps)``."""
+    dash = x @ projection.t()
+    return projection.shape[0] ** -0.5 * (torch.exp(dash - 0.5 * (x * x).sum(dim=-1, keepdim=True)) + eps)
+
+
+class EfficientNonLocalAttention(nn.Module):
+    """ENLA: non-local attention with the softmax kernel approximated by positive orthogonal random
+    features, in linear time: ``phi(q) (phi(k)^T v) / (phi(q) sum phi(k))``, q and k L2-normalized per
+    pixel. The random projection (``features`` x ``dim``) is a fixed buffer drawn at construction."""
+
+    def __init__(self, dim: int, features: int | None = None, attn_drop: float = 0.0) -> None:
+        super().__init__()
+        self.register_buffer("projection", orthogonal_random_features(features or dim, dim))
+        self.drop = nn.Dropout(attn_drop)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # exp() of the kernel overflows in half precision (|q W^T| reaches |W| ~ sqrt(dim)): in float32
+        meta = q.device.type == "meta"  # shapes only (profiling): autocast has no meta device
+        with contextlib.nullcontext() if meta else torch.autocast(q.device.type, enabled=False):
+            q, k, v = q.float(), k.float(), v.float()
+            fq, fk = softmax_kernel_features(q, self.projection), softmax_kernel_features(k, self.projection)
+            context = fk.transpose(-2, -1) @ v  # (B, m, C)
+            out = (fq @ context) / (fq @ fk.sum(dim=1, keepdim=True).transpose(-2, -1))
+        return self.drop(out)
+
+
+class EfficientNonLocalBlock(nn.Module):
+    """ENLTB: ``x + ENLA(LN(x))`` with 1x1-conv query, key and value maps, then ``x + MLP(LN(x))``
+    (ratio 4, GELU); stochastic depth on both branches. Input and output (B, C, H, W)."""
+
+    def __init__(self, dim: int, mlp_ratio: float = 4.0, drop: float = 0.1, drop_path: float = 0.1) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.query, self.key, self.value = (nn.Conv2d(dim, dim, 1) for _ in range(3))
+        self.attn = EfficientNonLocalAttention(dim, dim, attn_drop=drop)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), dropout=drop)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = x.flatten(2).transpose(1, 2)  # (B, N, C)
+        y = self.norm1(tokens).transpose(1, 2).reshape(b, c, h, w)
+        q, k = (F.normalize(c(y), p=2, dim=1, eps=5e-5).flatten(2).transpose(1, 2) for c in (self.query, self.key))
+        v = self.value(y).flatten(2).transpose(1, 2)
+        tokens = tokens + self.drop_path(self.attn(q, k, v).to(tokens.dtype))
+        tokens = tokens + self.drop_path(self.mlp(self.norm2(tokens)))
+        return tokens.transpose(1, 2).reshape(b, c, h, w)
+
+
+class PostNormTransformerLayer(nn.Module):
+    """The SCSI's transformer layer (post-norm, as ``nn.TransformerEncoderLayer``): ``LN(x + MSA(x))``,
+    then ``LN(x + FFN(x))``, FFN = linear, ReLU, dropout, linear; dropout on both residual branches."""
+
+    def __init__(self, dim: int, heads: int, ffn: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.attn = SelfAttention(dim, heads, dropout=dropout)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, ffn), nn.Linear(ffn, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.drop(self.attn(x)))
+        return self.norm2(x + self.drop(self.fc2(self.drop(F.relu(self.fc1(x))))))
+
+
+class SpatialCrossScaleIntegrator(nn.Module):
+    """SCSI: the three deepest maps, each 1x1-projected to ``dim`` and flattened, concatenated into one
+    token sequence, passed through ``depth`` post-norm transformer layers and a final LayerNorm, split
+    back per scale and 1x1-projected to each scale's width."""
+
+    def __init__(self, widths: Sequence[int], dim: int, heads: int, depth: int, ffn: int) -> None:
+        super().__init__()
+        self.proj = nn.ModuleList(nn.Conv2d(w, dim, 1) for w in widths)
+        self.layers = nn.Sequential(*(PostNormTransformerLayer(dim, heads, ffn) for _ in range(depth)))
+        self.norm = nn.LayerNorm(dim)
+        self.reproj = nn.ModuleList(nn.Conv2d(dim, w, 1) for w in widths)
+
+    def forward(self, maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        tokens = [p(m).flatten(2).transpose(1, 2) for p, m in zip(self.proj, maps)]
+        mixed = self.norm(self.layers(torch.cat(tokens, dim=1)))
+        parts = torch.split(mixed, [t.shape[1] for t in tokens], dim=1)
+        return [r(part.transpose(1, 2).reshape(part.shape[0], -1, *m.shape[2:]))
+                for r, part, m in zip(self.reproj, parts, maps)]
+
+
+def _conv_bn_relu_nobias(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding=(kernel - stride) // 2, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class PerspectiveUNet(nn.Module):
+    """Perspective+ UNet: five bi-path residual stages (``widths``, max pool between, full .. 1/16);
+    the three deepest pass ENLTB stages (``enl_depth`` blocks each; a deeper stage takes its feature
+    concatenated with the previous ENLTB output downsampled by a 2x2 stride-2 conv-BN-ReLU, 1x1-fused),
+    then the SCSI; each is fused (1x1 conv) with its CNN feature as a skip. Decoder: two 3x3
+    conv-BN-ReLU at 1/16, then bilinear x2, concatenation with the skip and two conv-BN-ReLU per level,
+    a last level without skip to full resolution; 3x3 head. Published: widths 64 .. 1024, 2 ENLTBs
+    per stage, SCSI 256 wide, 8 heads, 6 layers, FFN 2048."""
+
+    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int], enl_depth: int,
+                 scsi_dim: int, scsi_heads: int, scsi_depth: int, scsi_ffn: int) -> None:
+        super().__init__()
+        w = [int(v) for v in widths]
+        if len(w) != 5:
+            raise ValueError(f"Perspective+ UNet needs 5 widths (full resolution .. 1/16), got {w}")
+        self.encoder = nn.ModuleList(BiPathResBlock(cin, cout, cout) for cin, cout in zip([in_channels, *w], w))
+        self.enl = nn.ModuleList(nn.Sequential(*(EfficientNonLocalBlock(c) for _ in range(enl_depth))) for c in w[2:])
+        self.enl_down = nn.ModuleList(_conv_bn_relu_nobias(w[i], w[i + 1], kernel=2, stride=2) for i in (2, 3))
+        self.enl_merge = nn.ModuleList(nn.Conv2d(w[i] + w[i], w[i], 1) for i in (3, 4))
+        self.scsi = SpatialCrossScaleIntegrator(w[2:], scsi_dim, scsi_heads, scsi_depth, scsi_ffn)
+        self.skip_fuse = nn.ModuleList(nn.Conv2d(2 * c, c, 1) for c in w[2:])
+        self.bottom = nn.Sequential(_conv_bn_relu_nobias(w[4], w[3]), _conv_bn_relu_nobias(w[3], w[3]))
+        self.decoder = nn.ModuleList(nn.Sequential(_conv_bn_relu_nobias(2 * w[i], w[i - 1]),
+                                                   _conv_bn_relu_nobias(w[i - 1], w[i - 1])) for i in (3, 2, 1))
+        self.last = nn.Sequential(_conv_bn_relu_nobias(w[0], w[0]), _conv_bn_relu_nobias(w[0], w[0]))
+        self.head = nn.Conv2d(w[0], num_classes, 3, padding=1)
+        self.divisible_by = 16
+        self.deep_supervision = False
+
+    def _global_features(self, deep: list[torch.Tensor]) -> list[torch.Tensor]:
+        """ENLTB stages over the three deepest CNN maps, each deeper one fed the previous one's output."""
+        out: list[torch.Tensor] = []
+        for i, (feature, stage) in enumerate(zip(deep, self.enl)):
+            if i > 0:
+                feature = self.enl_merge[i - 1](torch.cat([feature, self.enl_down[i - 1](out[-1])], dim=1))
+            out.append(stage(feature))
+        return self.scsi(out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, size = pad_to_multiple(x, self.divisible_by)
+        features = []
+        for i, stage in enumerate(self.encoder):
+            x = stage(x if i == 0 else F.max_pool2d(x, 2))
+            features.append(x)  # full, 1/2, 1/4, 1/8, 1/16
+        glob = self._global_features(features[2:])
+        skips = [fuse(torch.cat([g, f], dim=1)) for fuse, g, f in zip(self.skip_fuse, glob, features[2:])]
+        y = self.bottom(skips[2])
+        for block, skip in zip(self.decoder, [skips[1], skips[0], features[1]]):
+            y = block(torch.cat([_up2(y, "bilinear"), skip], dim=1))
+        y = self.last(_up2(y, "bilinear"))
+        return crop_to(self.head(y), size)
+
+
+PERSPECTIVE_WIDTHS = (64, 128, 256, 512, 1024)
+
+
+@register_model(family="ubench_cnn", spatial_dims=(2,), deep_supervision=False,
+                paper="Hu et al., Perspective+ Unet: Enhancing Segmentation with Bi-Path Fusion and Efficient "
+                      "Non-Local Attention for Superior Receptive Fields, 2024, arXiv:2406.14052 (count: official "
+                      "code, the paper prints none)",
+                defaults=lambda d: {"widths": list(PERSPECTIVE_WIDTHS), "enl_depth": 2, "scsi_dim": 256,
+                                    "scsi_heads": 8, "scsi_depth": 6, "scsi_ffn": 2048},
+                tiny_kwargs={"widths": [16, 16, 32, 32, 32], "enl_depth": 1, "scsi_dim": 16, "scsi_heads": 2,
+                             "scsi_depth": 1, "scsi_ffn": 32},
+                extra={"tags": ["hybrid", "cnn", "transformer", "residual", "multiscale", "attention"],
+                       "paper_params": None,
+                       "paper_setup": "no figure in the paper or its README; official code (tljxyys/Perspective-Unet "
+                                      "networks/perspective_unet.py, as U-Bench ships it), 3 in, 9 classes (Synapse), "
+                                      "widths 64..1024, SCSI 256 x 6 layers: counted by hand",
+                       "divisible_by": 16, "pads_input": True, "output_stride": 2, "kwargs_note": _PLAN_NOTE})
+def perspective_unet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
+                     widths: Sequence[int] = PERSPECTIVE_WIDTHS, enl_depth: int = 2, scsi_dim: int = 256,
+                     scsi_heads: int = 8, scsi_depth: int = 6, scsi_ffn: int = 2048, n_stages: Any = None,
+                     features_per_stage: Any = None, kernel_sizes: Any = None, strides: Any = None) -> PerspectiveUNet:
+    """Perspective+ UNet: bi-path residual encoder, efficient non-local transformer, cross-scale integrator, 2D."""
+    return PerspectiveUNet(in_channels, num_classes, widths, enl_depth, scsi_dim, scsi_heads, scsi_depth, scsi_ffn)
