@@ -19,7 +19,7 @@ from paper_counts import assert_matches_paper
 
 from unetkit.models import count_parameters, create_model, model_info
 
-UBENCH_CNN_D = ("utanet", "perspective_unet")
+UBENCH_CNN_D = ("utanet", "perspective_unet", "cscaunet")
 TAGS = {"cnn", "transformer", "hybrid", "mamba", "rwkv", "mlp", "kan", "xlstm", "attention", "residual", "dense",
         "multiscale", "nested", "recurrent", "lightweight", "pretrainable-encoder"}
 
@@ -59,6 +59,7 @@ def test_parameter_count_matches_paper(case: tuple) -> None:
 PARAMETER_SNAPSHOTS: list[tuple[str, int]] = [
     ("utanet", 23_754_433),
     ("perspective_unet", 112_655_233),
+    ("cscaunet", 35_274_795),
 ]
 
 
@@ -163,3 +164,34 @@ def test_perspective_image_output_does_not_depend_on_the_rest_of_the_batch() -> 
     x = torch.randn(3, 1, 32, 48)
     with torch.no_grad():
         torch.testing.assert_close(model(x)[:1], model(x[:1]), atol=1e-5, rtol=1e-4)
+
+
+def test_csca_double_squeeze_excite_by_hand() -> None:
+    """DSE: scale by the SE of the channel means, then by the SE of the recalibrated map's maxima."""
+    from unetkit.models.ubench_cnn_d import DoubleSqueezeExcite
+    torch.manual_seed(0)
+    dse = DoubleSqueezeExcite(4, decay=2)
+    x = torch.randn(2, 4, 3, 5)
+    first = x * dse.on_mean(x.mean(dim=(2, 3), keepdim=True))
+    torch.testing.assert_close(dse(x), first * dse.on_max(first.amax(dim=(2, 3), keepdim=True)))
+
+
+def test_csca_spatial_attention_is_a_matrix_product_of_square_maps() -> None:
+    """``(Q * K) @ V`` multiplies each channel's H x W maps as matrices (rows of one, columns of the other)."""
+    from unetkit.models.ubench_cnn_d import CompoundSpatialAttention
+    torch.manual_seed(0)
+    att = CompoundSpatialAttention(8).eval()
+    low, high = torch.randn(1, 8, 4, 4), torch.randn(1, 8, 4, 4)
+    with torch.no_grad():
+        qk = att.query(low) * att.key(low)
+        v = att.value(high)
+        by_hand = torch.stack([qk[0, c] @ v[0, c] for c in range(4)])[None]
+        torch.testing.assert_close(att(low, high), att.out(by_hand))
+
+
+def test_csca_non_square_patch_is_padded_to_a_square_and_sides_are_coarser_levels() -> None:
+    torch.manual_seed(0)
+    model = create_model("cscaunet", 2, 1, 2, deep_supervision=True, **model_info("cscaunet").tiny_kwargs).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 1, 64, 32))
+    assert [tuple(o.shape[2:]) for o in outs] == [(64, 32), (32, 16), (16, 8), (8, 4), (4, 2), (2, 1)]

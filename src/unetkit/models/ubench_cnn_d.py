@@ -34,6 +34,20 @@
   ``models/CNN/Perspective_Unet``). Neither the paper nor its README prints a parameter count; ours
   is the official code's at 3 in, 9 classes (Synapse), counted by hand: 112,659,849.
 
+- ``cscaunet``: Shu, Wang, Zhang, Shi, Wu, "CSCA U-Net: A channel and space compound attention CNN for
+  medical image segmentation", Artificial Intelligence in Medicine 150 (2024) 102800. Six stages of a
+  basic block (1x1 conv, two 3x3 conv-BN-ReLU, residual from the 1x1 output; widths 32 .. 1024, max
+  pool between) with a double squeeze-and-excitation (DSE: SE on the channel means, then on the
+  maxima of the result) at the 1/32 bottleneck; five CSCA blocks up (2x2 transposed conv,
+  concatenation with the skip, basic block to half the width, DSE as channel attention, a spatial
+  attention ``(Q * K) @ V`` from the block's map (Q, K) and the channel-attended map (V), output
+  [channel x spatial, channel]); cross-layer feature fusion adds the previous decoder level, 1x1
+  projected and upsampled, at 1/16 .. 1/2; deep supervision by 1x1 heads on the bottleneck and on
+  the decoder levels 1/16 .. 1/2 before fusion, a 3x3 head at full resolution. Official code:
+  github.com/xiaolanshu/CSCA-U-Net ``model/CSCAUNet.py``. The paper's tables could not be read (the
+  README shows them as images); the count is the official code's, counted by hand: 35,274,795 at
+  3 in, 1 class.
+
 Differences, UTANet: the balanced-expert-utilization trick is kept (in training, an expert that no
 image chose for a router still runs on one randomly drawn row of the router's (image, slot) list
 and adds to that image's output, so that every expert is trained), but its load-balancing loss
@@ -52,6 +66,14 @@ multiple of 16 works, others are zero-padded and the logits cropped. The input i
 channels (the first 1x1 convs take ``in_channels``). ENLA's random-feature kernel runs in float32
 (its ``exp`` overflows half precision). ENLA's projection is drawn once at construction (a buffer,
 saved with the weights); the official code offers redrawing but never calls it.
+
+Differences, CSCA U-Net: ``(Q * K) @ V`` multiplies each channel's H x W maps as matrices, which
+needs H == W (the official code runs square 352 x 352 inputs): we zero-pad the input to a square
+whose side is a multiple of 32 and crop the logits. The side outputs are returned at their own
+resolution (1/2 .. 1/32, unetkit's deep-supervision contract) where the official code upsamples
+them to the input size before its loss. The official heads always have one channel (its
+``n_class`` is unused); ours have ``num_classes``. A CSCA block's basic block takes twice its output
+width (the upsampled map and the skip), which is the official ``in_channel`` when widths double.
 
 Reference code was read through the code search; all code here is our own.
 """
@@ -445,3 +467,134 @@ def perspective_unet(spatial_dims: int, in_channels: int, num_classes: int, deep
                      features_per_stage: Any = None, kernel_sizes: Any = None, strides: Any = None) -> PerspectiveUNet:
     """Perspective+ UNet: bi-path residual encoder, efficient non-local transformer, cross-scale integrator, 2D."""
     return PerspectiveUNet(in_channels, num_classes, widths, enl_depth, scsi_dim, scsi_heads, scsi_depth, scsi_ffn)
+
+
+# ============================================================================================ CSCA U-Net
+class ResidualConvPair(nn.Module):
+    """CSCA U-Net's basic block: a 1x1 conv to ``cout``, then two 3x3 conv-BN-ReLU, plus the 1x1 output."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(cin, cout, 1)
+        self.convs = nn.Sequential(conv_bn_relu(cout, cout), conv_bn_relu(cout, cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x)
+        return self.convs(x) + x
+
+
+class DoubleSqueezeExcite(nn.Module):
+    """DSE: a squeeze-and-excitation on the global average (1x1 conv to C / ``decay``, ReLU, 1x1 conv,
+    sigmoid), then a second one on the global maximum of the recalibrated map."""
+
+    def __init__(self, channels: int, decay: int = 2) -> None:
+        super().__init__()
+        hidden = channels // decay
+        self.on_mean, self.on_max = (nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
+                                                   nn.Conv2d(hidden, channels, 1), nn.Sigmoid()) for _ in range(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.on_mean(x.mean(dim=(2, 3), keepdim=True))
+        return x * self.on_max(x.amax(dim=(2, 3), keepdim=True))
+
+
+class CompoundSpatialAttention(nn.Module):
+    """CSCA's spatial attention: a one-channel sigmoid map Q (1x1 conv, BN, 1x1 conv) and a key map K
+    (3x3 conv, BN, 3x3 conv, DSE) from ``low``; a value map V (the same layout) from ``high``;
+    ``(Q * K) @ V`` as a matrix product of the two square (H x W, H == W) maps per channel, then
+    3x3 conv-BN-ReLU back to ``channels``."""
+
+    def __init__(self, channels: int, decay: int = 2) -> None:
+        super().__init__()
+        c = channels // decay
+        self.query = nn.Sequential(nn.Conv2d(channels, c, 1), nn.BatchNorm2d(c), nn.Conv2d(c, 1, 1), nn.Sigmoid())
+        self.key, self.value = (nn.Sequential(nn.Conv2d(channels, c, 3, padding=1), nn.BatchNorm2d(c),
+                                              nn.Conv2d(c, c, 3, padding=1), DoubleSqueezeExcite(c))
+                                for _ in range(2))
+        self.out = conv_bn_relu(c, channels)
+
+    def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        return self.out((self.query(low) * self.key(low)) @ self.value(high))
+
+
+class CompoundAttentionUp(nn.Module):
+    """CSCA block: 2x2 transposed conv (stride 2) to ``cout``, concatenated with the skip, basic block
+    to ``cout / 2``; its DSE (channel attention) and, from both, the spatial attention; output the
+    product of the two attentions beside the channel attention (``cout`` channels)."""
+
+    def __init__(self, cin: int, cout: int, decay: int = 2) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
+        self.conv = ResidualConvPair(2 * cout, cout // 2)  # the upsampled map and a skip of width cout
+        self.channel_att = DoubleSqueezeExcite(cout // 2, decay)
+        self.spatial_att = CompoundSpatialAttention(cout // 2, decay)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        point = self.conv(torch.cat([self.up(x), skip], dim=1))
+        channel = self.channel_att(point)
+        return torch.cat([channel * self.spatial_att(point, channel), channel], dim=1)
+
+
+class CSCAUNet(nn.Module):
+    """CSCA U-Net: six basic-block stages (``widths``, max pool between, full .. 1/32), DSE after the
+    deepest; five CSCA blocks up; cross-layer feature fusion adds, at each decoder level from 1/16 to
+    1/2, the previous (coarser) decoder output 1x1-projected and bilinearly upsampled; 1x1 side heads
+    on the bottleneck and decoder levels 1/16 .. 1/2 (deep supervision), 3x3 head at full resolution.
+    Published: widths 32 .. 1024, decay 2. The spatial attention multiplies square maps: the input
+    is zero-padded to a square whose side is a multiple of 32, and the logits cropped."""
+
+    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int], decay: int,
+                 deep_supervision: bool) -> None:
+        super().__init__()
+        w = [int(v) for v in widths]
+        if len(w) != 6 or any(v % (4 * decay) for v in w):  # a CSCA block's inner DSE has w / (4 decay) channels
+            raise ValueError(f"CSCA U-Net needs 6 widths, each a multiple of 4 x decay; got widths={w}, decay={decay}")
+        self.encoder = nn.ModuleList(ResidualConvPair(cin, cout) for cin, cout in zip([in_channels, *w], w))
+        self.bottleneck_att = DoubleSqueezeExcite(w[5], decay)
+        self.decoder = nn.ModuleList(CompoundAttentionUp(w[i + 1], w[i], decay) for i in range(4, -1, -1))
+        self.fusion = nn.ModuleList(nn.Conv2d(w[i + 1], w[i], 1) for i in range(4, 0, -1))  # 1/16 .. 1/2
+        self.side_heads = nn.ModuleList(nn.Conv2d(w[i], num_classes, 1) for i in range(1, 6))  # 1/2 .. 1/32
+        self.head = nn.Conv2d(w[0], num_classes, 3, padding=1)
+        self.divisible_by = 32
+        self.deep_supervision = deep_supervision
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        size = x.shape[2:]
+        x, _ = pad_to_multiple(x, -(-max(size) // self.divisible_by) * self.divisible_by)  # a square
+        skips = []
+        for i, stage in enumerate(self.encoder):
+            x = stage(x if i == 0 else F.max_pool2d(x, 2))
+            skips.append(x)  # full .. 1/32
+        y = self.bottleneck_att(skips.pop())
+        sides = [y]  # what the side heads see: the bottleneck, then each decoder level before fusion
+        for j, block in enumerate(self.decoder):
+            out = block(y, skips.pop())
+            sides.append(out)
+            # cross-layer feature fusion: the coarser (fused) level, 1x1-projected and upsampled
+            y = out + _resize(self.fusion[j](y), out.shape[2:]) if j < len(self.fusion) else out
+        logits = crop_to(self.head(y), size)
+        if not self.deep_supervision:
+            return logits
+        coarser = [head(s) for head, s in zip(self.side_heads, sides[-2::-1])]  # 1/2 .. 1/32
+        return [logits, *(crop_to(c, [-(-n // 2 ** (k + 1)) for n in size]) for k, c in enumerate(coarser))]
+
+
+CSCA_WIDTHS = (32, 64, 128, 256, 512, 1024)
+
+
+@register_model(family="ubench_cnn", spatial_dims=(2,), deep_supervision=True,
+                paper="Shu et al., CSCA U-Net: A channel and space compound attention CNN for medical image "
+                      "segmentation, Artificial Intelligence in Medicine 150 (2024) 102800 (count: official code, "
+                      "no figure read from the paper)",
+                defaults=lambda d: {"widths": list(CSCA_WIDTHS), "decay": 2},
+                tiny_kwargs={"widths": [8, 8, 16, 16, 32, 32], "decay": 2},
+                extra={"tags": ["cnn", "attention", "residual", "multiscale"], "paper_params": None,
+                       "paper_setup": "no figure read from the paper (its tables are images in the README); "
+                                      "official code (xiaolanshu/CSCA-U-Net model/CSCAUNet.py), 3 in, 1 class, "
+                                      "widths 32..1024, decay 2: counted by hand",
+                       "divisible_by": 32, "pads_input": True, "kwargs_note": _PLAN_NOTE})
+def cscaunet(spatial_dims: int, in_channels: int, num_classes: int, deep_supervision: bool = False, *,
+             widths: Sequence[int] = CSCA_WIDTHS, decay: int = 2, n_stages: Any = None, features_per_stage: Any = None,
+             kernel_sizes: Any = None, strides: Any = None) -> CSCAUNet:
+    """CSCA U-Net: channel and space compound attention decoder with cross-layer fusion, 2D."""
+    return CSCAUNet(in_channels, num_classes, widths, decay, deep_supervision)
