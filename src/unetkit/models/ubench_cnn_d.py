@@ -155,7 +155,7 @@ class MixtureOfSkipExperts(nn.Module):
                 images = torch.tensor([row // self.top_k], device=x.device)
                 slots = torch.tensor([row % self.top_k], device=x.device)
             y = expert(x[images]) * weights[images, slots][:, None, None, None]
-            out = out.index_add(0, images, y)
+            out = out.index_add(0, images, y.to(out.dtype))  # softmax weights are float32 under autocast
         return out
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
