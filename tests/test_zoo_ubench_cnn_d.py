@@ -19,7 +19,7 @@ from paper_counts import assert_matches_paper
 
 from unetkit.models import count_parameters, create_model, model_info
 
-UBENCH_CNN_D = ("utanet", "perspective_unet", "cscaunet")
+UBENCH_CNN_D = ("utanet", "gh_unet", "perspective_unet", "cscaunet")
 
 
 def _meta(name: str, cin: int, ncls: int, **kwargs: Any) -> torch.nn.Module:
@@ -31,12 +31,20 @@ def _meta(name: str, cin: int, ncls: int, **kwargs: Any) -> torch.nn.Module:
 # official UTANet (self.resnet) but never called by its forward; in its count, not in ours
 _UTANET_UNUSED = 3 * 64 * 49 + 2 * 64 + (512 * 1000 + 1000)
 
+# the official GH-UNet's norms that its forward never calls: a BatchNorm (bn4) in each of its six
+# multi-kernel blocks (widths 32, 64, 96 and 64, 32, 16) and a LayerNorm (norm2) in each Lo2 block
+_GHUNET_UNUSED = 2 * (32 + 64 + 96) + 2 * (64 + 32 + 16) + 2 * (128 + 640 + 128)
+
 # (name, in_channels, classes, kwargs, how the figure counts, figure, relative tolerance, source)
 PAPER_COUNTS: list[tuple[str, int, int, dict[str, Any], Any, str, float, str]] = [
     ("utanet", 3, 1, {}, count_parameters, "23,754,433", 0.0,
      ("no figure read from Luo 2025; official code (AshleyLuo001/UTANet UTANet.py + ta_mosc.py, as U-Bench ships "
       "it), 3 in, 1 class, summed by hand: stem 1,920 + ResNet-34 layers 21,275,136 + fuse 32,960 + experts and "
       "gates 134,400 + dockers 34,304 + decoder 2,275,136 + head 577")),
+    ("gh_unet", 3, 1, {}, lambda m: count_parameters(m) + _GHUNET_UNUSED, "12,925,173", 0.0,
+     ("no figure read from Wang 2025 (its abstract gives only 38% of H2Former's); official code (U-Bench "
+      "models/CNN/GH_UNet: GH_UNet.py, module/dp.py, with Hugging Face's MobileViTModel, DySample and HWD), 3 in, "
+      "1 class, summed by hand: MobileViT-S (patch 16, 12 heads, expanded output) 4,937,632 + the rest")),
     ("perspective_unet", 3, 9, {}, count_parameters, "112,659,849", 0.0,
      ("no figure in Hu 2024 (arXiv:2406.14052) or its README; official code (tljxyys/Perspective-Unet "
       "networks/perspective_unet.py, as U-Bench ships it), 3 in, 9 classes (Synapse), summed by hand: bi-path "
@@ -56,6 +64,7 @@ def test_parameter_count_matches_paper(case: tuple) -> None:
 # Snapshots of our own exact counts (3 in, 1 class, defaults): not evidence, a change detector.
 PARAMETER_SNAPSHOTS: list[tuple[str, int]] = [
     ("utanet", 23_754_433),
+    ("gh_unet", 12_922_773),
     ("perspective_unet", 112_655_233),
     ("cscaunet", 35_274_795),
 ]
@@ -177,3 +186,23 @@ def test_csca_non_square_patch_is_padded_to_a_square_and_sides_are_coarser_level
     with torch.no_grad():
         outs = model(torch.randn(1, 1, 64, 32))
     assert [tuple(o.shape[2:]) for o in outs] == [(64, 32), (32, 16), (16, 8), (8, 4), (4, 2), (2, 1)]
+
+
+def test_gh_unet_channel_roll_is_torch_roll_per_channel() -> None:
+    from unetkit.models.ubench_cnn_d import roll_each_channel
+    x = torch.randn(2, 5, 4, 6)
+    for dim in (2, 3):
+        for sign in (1, -1):
+            expected = torch.cat([torch.roll(x[:, c:c + 1], sign * c, dim) for c in range(5)], dim=1)
+            torch.testing.assert_close(roll_each_channel(x, dim, sign), expected)
+
+
+def test_gh_unet_dysample_without_offsets_is_bilinear_upsampling() -> None:
+    """At zero predicted offsets DySample samples at the regular sub-pixel positions (+-1/4 pixel for
+    scale 2): bilinear x2 with align_corners=False, edges clamped."""
+    from unetkit.models.ubench_cnn_d import DynamicUpsample
+    up = DynamicUpsample(8, scale=2)
+    torch.nn.init.zeros_(up.offset.weight)
+    x = torch.randn(2, 8, 5, 7)
+    expected = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(up(x), expected, atol=1e-5, rtol=1e-5)
