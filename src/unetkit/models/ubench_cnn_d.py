@@ -120,7 +120,7 @@ from unetkit.models.attention_blocks import (
     crop_to,
     pad_to_multiple,
 )
-from unetkit.models.lightweight import _up2
+from unetkit.models.lightweight import _egeunet_init, _up2
 from unetkit.models.neunet import haar_dwt
 from unetkit.models.registry import register_model
 from unetkit.models.ubench_cnn_backbone import BasicBlock, conv_bn_relu
@@ -925,6 +925,8 @@ class GHUNet(nn.Module):
         self.embed = nn.ModuleList([IncentiveEmbed(e[2], e[3]), IncentiveEmbed(e[3], e[4]), IncentiveEmbed(e[4], e[3])])
         self.mixers = nn.ModuleList([OrthogonalRollMLP(e[3]), OrthogonalRollMLP(e[4], 0.2), OrthogonalRollMLP(e[3])])
         self.mixer_norms = nn.ModuleList(nn.LayerNorm(c) for c in (e[3], e[4], e[3]))
+        for module in (self.embed, self.mixers):  # the reference's Lo2 and embedding initialization
+            module.apply(_egeunet_init)
         self.bottom_up = DynamicUpsample(e[3])
         self.reduce = conv_bn_relu(e[3], e[2])
         self.dec_up = nn.ModuleList(DynamicUpsample(c) for c in (e[2], e[1], e[0]))
