@@ -116,6 +116,30 @@ def swapped_make_loader(nn_pre: Path, batch: int, record: dict):
     return make_loader
 
 
+def zero_heads_build_network():
+    """A stand-in for ``unetkit.training.trainer.build_network`` whose plain U-Net starts with zero
+    segmentation heads (uniform initial predictions); everything else as built, same seed."""
+    from unetkit.training import trainer as uk_trainer
+
+    original = uk_trainer.build_network
+
+    def build_network(spec):
+        network = original(spec)
+        for head in network.decoder.heads:
+            torch_zero_(head.weight)
+            torch_zero_(head.bias)
+        return network
+
+    return build_network
+
+
+def torch_zero_(tensor) -> None:
+    import torch
+
+    with torch.no_grad():
+        tensor.zero_()
+
+
 def prepare_workdir(src_work: Path, dst_work: Path) -> None:
     """A fresh unetkit work folder sharing seed 0's plan and cache (no models)."""
     src, dst = src_work / DATASET, dst_work / DATASET
@@ -133,10 +157,12 @@ def unetkit_cli(*args: str) -> list[str]:
     return [str(python), "-m", "unetkit.cli", *args]
 
 
-def train_one(root: Path, seed: int, control: bool, args) -> dict:
+def train_one(root: Path, seed: int, mode: str, args) -> dict:
     from unetkit.training import trainer as uk_trainer
 
-    run_root = root / (f"control_seed{seed}" if control else f"swap_seed{seed}")
+    control = mode in ("control", "zero-heads")
+    run_root = root / {"control": f"control_seed{seed}", "zero-heads": f"zeroheads_seed{seed}"}.get(
+        mode, f"swap_seed{seed}")
     work = run_root / "uk"
     prepare_workdir(root / "seed0" / "uk", work)
     fold = work / DATASET / "models" / f"{CONFIG}__plain_unet" / "fold_all"
@@ -145,6 +171,9 @@ def train_one(root: Path, seed: int, control: bool, args) -> dict:
         shutil.rmtree(fold, ignore_errors=True)
         if not control:
             uk_trainer.make_loader = swapped_make_loader(root / "nn_pre", args.batch_size, record)
+        if mode == "zero-heads":
+            uk_trainer.build_network = zero_heads_build_network()
+            record["batches"] = "unetkit, zero heads"
         overrides = {"epochs": args.epochs, "iterations_per_epoch": args.iterations_per_epoch,
                      "val_iterations": args.val_iterations, "batch_size": args.batch_size, "seed": seed,
                      "num_workers": 0, "device": "cpu"}
@@ -251,11 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True, help="an accuracy_vs_nnunet.py work folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--mode", choices=("nnunet-batches", "control", "nnunet-trainer-unetkit-init"),
+    parser.add_argument("--mode", choices=("nnunet-batches", "control", "nnunet-trainer-unetkit-init", "zero-heads"),
                         default="nnunet-batches",
                         help="nnunet-batches: unetkit's trainer on nnU-Net's batches; control: on its own batches "
                              "(same harness); nnunet-trainer-unetkit-init: nnU-Net's whole trainer started from the "
-                             "weights unetkit train --seed S starts from")
+                             "weights unetkit train --seed S starts from; zero-heads: unetkit's own run with "
+                             "the segmentation heads initialised to zero")
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--iterations-per-epoch", type=int, default=10)
     parser.add_argument("--val-iterations", type=int, default=2)
@@ -275,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.mode == "nnunet-trainer-unetkit-init":
             r = nnunet_trainer_from_unetkit_init(root, seed, args)
         else:
-            r = train_one(root, seed, args.mode == "control", args)
+            r = train_one(root, seed, args.mode, args)
         dice = test_dice(r["test"])
         t = take_off(r["pseudo_dice"], args.iterations_per_epoch)
         print(f"| {r['batches']} | {seed} | {dice[0]:.3f} / {dice[1]:.3f} | {np.mean(dice):.3f} | "
