@@ -255,7 +255,7 @@ def nnunet_trainer_from_unetkit_init(root: Path, seed: int, args) -> dict:
         trainer.run_training()
         record["train_seconds"] = round(time.perf_counter() - t0, 1)
         (run_root / "pseudo_dice.json").write_text(json.dumps(
-            [[float(v) for v in d] for d in trainer.logger.my_fantastic_logging["dice_per_class_or_region"]]))
+            [[float(v) for v in d] for d in trainer.logger.local_logger.my_fantastic_logging["dice_per_class_or_region"]]))
     record["pseudo_dice"] = json.loads((run_root / "pseudo_dice.json").read_text())
     pred, ev = run_root / "pred", run_root / "eval"
     if not (ev / "summary.json").is_file():
