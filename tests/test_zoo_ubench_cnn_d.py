@@ -189,7 +189,7 @@ def test_csca_non_square_patch_is_padded_to_a_square_and_sides_are_coarser_level
 
 
 def test_gh_unet_channel_roll_is_torch_roll_per_channel() -> None:
-    from unetkit.models.ubench_cnn_d import roll_each_channel
+    from unetkit.models.ubench_ghunet import roll_each_channel
     x = torch.randn(2, 5, 4, 6)
     for dim in (2, 3):
         for sign in (1, -1):
@@ -200,7 +200,7 @@ def test_gh_unet_channel_roll_is_torch_roll_per_channel() -> None:
 def test_gh_unet_dysample_without_offsets_is_bilinear_upsampling() -> None:
     """At zero predicted offsets DySample samples at the regular sub-pixel positions (+-1/4 pixel for
     scale 2): bilinear x2 with align_corners=False, edges clamped."""
-    from unetkit.models.ubench_cnn_d import DynamicUpsample
+    from unetkit.models.ubench_ghunet import DynamicUpsample
     up = DynamicUpsample(8, scale=2)
     torch.nn.init.zeros_(up.offset.weight)
     x = torch.randn(2, 8, 5, 7)

@@ -54,7 +54,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "unetkit.models.efficientnet_unetpp", "unetkit.models.seed_cnn", "unetkit.models.seed_swin",
     "unetkit.models.vilunet", "unetkit.models.axial_mixed_transformers", "unetkit.models.window_transformer_unets",
     "unetkit.models.ubench_cnn_c_attention", "unetkit.models.ubench_cnn_c_erdunet", "unetkit.models.ubench_dual_branch",
-    "unetkit.models.ubench_cnn_d",
+    "unetkit.models.ubench_cnn_d", "unetkit.models.ubench_ghunet",
 )
 
 #: What a registered builder is called with: (spatial_dims, in_channels, num_classes,
