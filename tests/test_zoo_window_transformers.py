@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-
 from paper_counts import assert_matches_paper
+
 from unetkit.models import count_parameters, create_model, model_info, model_patch
 
 WINDOW_TRANSFORMERS = ("cswin_unet", "ds_transunet")

@@ -42,8 +42,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unetkit.models.attention_blocks import (DropPath, Mlp, PatchMerging, SwinBlock, crop_to, init_transformer_,
-                                             pad_to_multiple, window_partition, window_reverse)
+from unetkit.models.attention_blocks import (
+    DropPath,
+    Mlp,
+    PatchMerging,
+    SwinBlock,
+    crop_to,
+    init_transformer_,
+    pad_to_multiple,
+    window_partition,
+    window_reverse,
+)
 from unetkit.models.hybrid_cnn_transformer import PLAN_NOTE
 from unetkit.models.registry import register_model
 from unetkit.models.transformer_3d import _crop_coarse
