@@ -4,4 +4,5 @@ import sys
 
 from unetkit.cli import main
 
-sys.exit(main(sys.argv[1:]))
+if __name__ == "__main__":  # importing the module (tests/test_imports.py) must not run the CLI
+    sys.exit(main(sys.argv[1:]))
