@@ -487,10 +487,14 @@ def train(workdir: str | Path | None, dataset: str | Path, configuration: str, f
     if ctx is None:
         ctx = init_distributed(overrides.get("device", "auto"))
     try:
-        return _train(workdir, dataset, configuration, fold, overrides, resume, echo, ctx, on_changed_data)
-    finally:
+        result = _train(workdir, dataset, configuration, fold, overrides, resume, echo, ctx, on_changed_data)
+    except BaseException:
         if own_ctx:
-            shutdown(ctx)
+            shutdown(ctx, peers_done=False)
+        raise
+    if own_ctx:
+        shutdown(ctx)
+    return result
 
 
 def _find_resume(workdir, dataset, configuration, fold, overrides) -> tuple[str | None, Path | None, dict]:
