@@ -443,7 +443,13 @@ def phase_predict(lay: Layout, args, nn_python: Path | None, threads: int, this_
 
     # nnU-Net
     out_nn = lay.run_root / "pred_nnunet"
-    if nn_python is not None:
+    earlier = json.loads(lay.predict_json.read_text()) if lay.predict_json.is_file() else {}
+    reuse_nn = args.reuse_nnunet_predictions and "dice" in earlier.get("nnunet", {}) and out_nn.is_dir()
+    if reuse_nn:  # the same nnU-Net model predicted these test cases before (unetkit retrained alone)
+        result["nnunet"] = earlier["nnunet"]
+        commands += [c for c in earlier.get("commands", []) if "nnUNetv2_predict" in c]
+        print(f"nnU-Net: reusing the predictions in {out_nn}", flush=True)
+    if nn_python is not None and not reuse_nn:
         floor_between = forward_floor(lay.uk_model, args.floor_repeats)
         shutil.rmtree(out_nn, ignore_errors=True)
         nn_cmd = [str(args.nnunet_venv / "bin" / "nnUNetv2_predict_from_modelfolder"), "-i", str(inputs),
@@ -463,7 +469,7 @@ def phase_predict(lay: Layout, args, nn_python: Path | None, threads: int, this_
 
     floor_after = forward_floor(lay.uk_model, args.floor_repeats)
     passes = passes_per_case(lay.uk_model, inputs, ("all",))
-    floors = [floor_before, *([floor_between] if nn_python is not None else []), floor_after]
+    floors = [floor_before, *([floor_between] if nn_python is not None and not reuse_nn else []), floor_after]
     forward = statistics.median(f["wall"] for f in floors)
     forward_cpu = statistics.median(f["cpu"] for f in floors)
     result.update({"forward_seconds": forward, "forward_seconds_before_after": [f["wall"] for f in floors],
@@ -473,7 +479,7 @@ def phase_predict(lay: Layout, args, nn_python: Path | None, threads: int, this_
 
     # the same evaluator for both
     for tool, pred in (("unetkit", out_uk), ("nnunet", out_nn)):
-        if tool not in result:
+        if tool not in result or (tool == "nnunet" and reuse_nn):
             continue
         ev = lay.run_root / f"eval_{tool}"
         shutil.rmtree(ev, ignore_errors=True)
@@ -673,6 +679,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-test-cases", type=int, default=None, help="only the first N test cases (smoke runs)")
     parser.add_argument("--retrain", action="store_true", help="start the dataset's work folder afresh")
     parser.add_argument("--skip-nnunet", action="store_true", help="unetkit only (its own plan)")
+    parser.add_argument("--reuse-nnunet-predictions", action="store_true",
+                        help="predict phase: keep nnU-Net's earlier predictions and scores of this seed folder "
+                             "(its model was reused too), predict and score unetkit only")
     parser.add_argument("--nnunet-venv", type=Path, default=REPO / ".venv-nnunet")
     parser.add_argument("--json", type=Path, default=None, help="also write every result here")
     args = parser.parse_args(argv)

@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, help="initial learning rate (1e-2)")
     g.add_argument("--arch", help="model registry name (default: the plan's); the plan's topology is kept")
     g.add_argument("--seed", type=int, help="seed of the network initialisation and of every batch")
+    g.add_argument("--init-candidates", type=int, metavar="K",
+                   help="draw K networks and train the one with the lowest loss on the first training batches "
+                        "(4; 1: one draw, as nnU-Net; docs/training.md)")
     p = parser.add_argument_group("fine-tuning from a pretrained model (docs/training.md)")
     p.add_argument("--pretrained", metavar="MODEL_DIR_OR_CHECKPOINT",
                    help="start from this unetkit model: every weight whose name and shape match is loaded "
@@ -76,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="log to train.log only, print nothing per epoch")
 
 
-OVERRIDE_KEYS = ("epochs", "iterations_per_epoch", "val_iterations", "batch_size", "lr", "arch", "seed", "device",
+OVERRIDE_KEYS = ("epochs", "iterations_per_epoch", "val_iterations", "batch_size", "lr", "arch", "seed",
+                 "init_candidates", "device",
                  "compile", "amp", "channels_last", "num_workers", "deterministic", "pretrained",
                  "pretrained_channels", "freeze_encoder_iterations")
 

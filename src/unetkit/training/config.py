@@ -55,6 +55,8 @@ class TrainingConfig:
     num_workers: int = 2                   # data-loading worker threads/processes; 0: in the main process
     prefetch: int = 2                      # batches prepared ahead per worker
     seed: int = 12345                      # network initialisation and the per-batch data seeds
+    init_candidates: int = 4               # networks drawn; the one with the lowest loss on the first
+                                           # batches is trained (1: nnU-Net's single draw; init_selection)
     deterministic: bool = False            # deterministic kernels (slower); needed for exact resume
     save_every: int = 1                    # write checkpoint_latest every N epochs
     plot_every: int = 1                    # redraw progress.png every N epochs
@@ -97,7 +99,7 @@ class TrainingConfig:
 
     def validate(self, source: str = "training config") -> None:
         """Raise :class:`ConfigError` for values that cannot work (non-positive counts, ...)."""
-        positive_ints = ("epochs", "iterations_per_epoch", "save_every", "plot_every")
+        positive_ints = ("epochs", "iterations_per_epoch", "save_every", "plot_every", "init_candidates")
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{source}: {name} must be at least 1, found {getattr(self, name)}")

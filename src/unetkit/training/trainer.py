@@ -288,12 +288,29 @@ class StridedBatchFn:
         return self.inner(index * self.stride + self.offset)
 
 
+#: Training batches each initialisation candidate is scored on (init_selection).
+INIT_SCORE_BATCHES = 4
+
+
 def make_loader(folder: Path, entry: dict, cases: Sequence[str], *, batch_size: int, oversample: float,
                 seed: int, augment: bool, start_index: int, config: TrainingConfig, ctx: DistContext,
                 previous_stage: Path | None = None, previous_labels: Sequence[int] = ()) -> Any:
     """A :class:`~unetkit.training.loader.BatchLoader` over this process's share of the batches
     (a cascade stage's batches carry the ``previous_stage`` predictions as one-hot channels)."""
-    from unetkit.training.loader import BatchLoader, make_training_batch_fn
+    from unetkit.training.loader import BatchLoader
+
+    fn, finalize = make_batch_fn(folder, entry, cases, batch_size=batch_size, oversample=oversample, seed=seed,
+                                 augment=augment, ctx=ctx, previous_stage=previous_stage,
+                                 previous_labels=previous_labels)
+    return BatchLoader(fn, num_workers=config.num_workers, prefetch=max(1, config.prefetch),
+                       start_index=start_index, finalize=finalize)
+
+
+def make_batch_fn(folder: Path, entry: dict, cases: Sequence[str], *, batch_size: int, oversample: float,
+                  seed: int, augment: bool, ctx: DistContext, previous_stage: Path | None = None,
+                  previous_labels: Sequence[int] = ()) -> tuple[Callable[[int], dict], Callable | None]:
+    """``(index -> this process's batch, the batch function's finalize hook or None)``."""
+    from unetkit.training.loader import make_training_batch_fn
 
     device = str(ctx.device) if ctx.device.type == "cuda" else "cpu"
     fn = make_training_batch_fn(folder, entry, batch_size, seed, case_names=list(cases), augment=augment,
@@ -302,8 +319,7 @@ def make_loader(folder: Path, entry: dict, cases: Sequence[str], *, batch_size: 
     finalize = getattr(fn, "finalize", None)
     if ctx.enabled:
         fn = StridedBatchFn(fn, ctx.world_size, ctx.rank)
-    return BatchLoader(fn, num_workers=config.num_workers, prefetch=max(1, config.prefetch),
-                       start_index=start_index, finalize=finalize)
+    return fn, finalize
 
 
 # ----------------------------------------------------------------------------- the run
@@ -328,6 +344,7 @@ class TrainingRun:
     pretrained: dict[str, Any] | None = None  # source (path, sha256) and what was loaded, when fine-tuning
     previous_stage: Path | None = None        # cascade: the previous stage's predicted_next_stage folder
     previous_stage_signatures: dict[str, str] = field(default_factory=dict)  # cascade: case -> prediction hash
+    init_selection: dict[str, Any] | None = None  # the initialisations compared (fresh runs, init_candidates > 1)
 
 
 @dataclass
@@ -796,6 +813,34 @@ def _run_epoch(loop: _Loop, loaders: tuple[Any, Any], epoch: int, bar: EpochBar,
     return best_ema
 
 
+def _draw_network(run: TrainingRun, resume_name: str | None, loader_args: dict, log: RunLog) -> torch.nn.Module:
+    """The network training starts from, on the device: the best of ``init_candidates`` draws
+    (:mod:`unetkit.training.init_selection`) for a fresh run, one draw when resuming or fine-tuning
+    (those weights are replaced by the checkpoint's or the source's)."""
+    from unetkit.training.init_selection import select_initialization
+    from unetkit.training.loader import BatchLoader
+
+    cfg, device = run.config, loader_args["ctx"].device
+    candidates = cfg.init_candidates if resume_name is None and not cfg.pretrained else 1
+    batches: list[dict] = []
+    if candidates > 1:
+        fn, finalize = make_batch_fn(run.preprocessed, run.entry, run.train_cases, seed=cfg.seed, augment=True,
+                                     **{k: v for k, v in loader_args.items() if k != "config"})
+        with BatchLoader(fn, num_workers=0, finalize=finalize) as loader:  # training's first batches
+            batches = [next(loader) for _ in range(INIT_SCORE_BATCHES)]
+    # A local loss (no all-reduce): each process scores on its own batches, and DDP starts every
+    # process from rank 0's weights anyway.
+    loss_fn = build_loss(LossSpec(batch_dice=bool(cfg.batch_dice), ignore_label=run.labels.ignore_label,
+                                  regions=run.labels.regions, smooth=cfg.dice_smooth, dice_weight=cfg.dice_weight,
+                                  ce_weight=cfg.ce_weight))
+    network, record = select_initialization(lambda: build_network(run.network).to(device), candidates, batches,
+                                            loss_fn, lambda data: data.to(device))
+    if candidates > 1:
+        run.init_selection = record.to_dict()
+        log(record.describe())
+    return network
+
+
 def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistContext) -> TrainResult:
     cfg, out, device = run.config, run.output_dir, ctx.device
     configure_determinism(cfg, device)
@@ -804,7 +849,9 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
     _log_header(run, local_sizes, log, ctx)
 
     run.network = network_spec(run.plans, run.entry, cfg, run.labels.num_heads, log)
-    network = build_network(run.network).to(device)
+    loader_args = dict(batch_size=local_sizes[ctx.rank], oversample=oversample, config=cfg, ctx=ctx,
+                       previous_stage=run.previous_stage, previous_labels=cascade_labels(run.plans))
+    network = _draw_network(run, resume_name, loader_args, log)
     network = network.to(memory_format=memory_format(cfg, device, run.network["spatial_dims"] + 2))
     log(f"network {cfg.arch}: {sum(p.numel() for p in network.parameters()):,} parameters")
     optimizer = make_optimizer(network, cfg)
@@ -821,7 +868,7 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
                           {"configuration": run.configuration, "fold": run.fold, "world_size": ctx.world_size,
                            "train_cases": run.train_cases, "val_cases": run.val_cases,
                            "data_signatures": run.data_signatures, "pretrained": run.pretrained,
-                           "config": cfg.to_dict()})
+                           "init_selection": run.init_selection, "config": cfg.to_dict()})
     spec = LossSpec(batch_dice=bool(cfg.batch_dice), ignore_label=run.labels.ignore_label,
                     regions=run.labels.regions, smooth=cfg.dice_smooth, dice_weight=cfg.dice_weight,
                     ce_weight=cfg.ce_weight, ddp=ctx.enabled)
@@ -829,8 +876,6 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
                  ctx, log)
 
     iters, val_iters = cfg.iterations_per_epoch, cfg.val_iterations
-    loader_args = dict(batch_size=local_sizes[ctx.rank], oversample=oversample, config=cfg, ctx=ctx,
-                       previous_stage=run.previous_stage, previous_labels=cascade_labels(run.plans))
     train_loader = make_loader(run.preprocessed, run.entry, run.train_cases, seed=cfg.seed, augment=True,
                                start_index=start_epoch * iters, **loader_args)
     val_loader = None
