@@ -7,8 +7,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-
 from test_trainer import FAST, make_tiny_workdir
+
 from unetkit.training.init_selection import select_initialization
 
 
@@ -50,7 +50,7 @@ def test_keeps_the_draw_with_the_lowest_loss_with_its_buffers_as_drawn():
             d.train()
             expected_losses.append(sum(F.cross_entropy(d(b["data"]), b["target"]).item() for b in batches) / 2)
     best = min(range(4), key=expected_losses.__getitem__)
-    assert len(set(round(v, 6) for v in expected_losses)) == 4  # the draws really differ
+    assert len({round(v, 6) for v in expected_losses}) == 4  # the draws really differ
 
     torch.manual_seed(5)
     network, record = select_initialization(_tiny_net, 4, batches, _ce, lambda x: x)
@@ -69,7 +69,7 @@ def test_a_nan_loss_is_never_chosen():
         return torch.tensor(next(calls))
 
     batch = [_batches()[0]]
-    network, record = select_initialization(_tiny_net, 4, batch, loss_fn, lambda x: x)
+    _, record = select_initialization(_tiny_net, 4, batch, loss_fn, lambda x: x)
     assert record.chosen == 1
 
 
