@@ -30,8 +30,9 @@ For each dataset the script, on this machine,
    per iteration, the load average and the commands; then whether each goal is met.
 
 Every seed of ``--seeds`` (default 0 1 2) is one run per tool in its own folder
-``WORKDIR/KEY/seedS/``: unetkit trains with ``--seed S``; nnU-Net has no seed option, so its run in
-that folder is an independent unseeded one. The data, the test folder and nnU-Net's preprocessing
+``WORKDIR/KEY/seedS/``: unetkit trains with ``--seed S`` (and its default start, the best of
+``--init-candidates`` 4 draws; ``--init-candidates 1`` gives nnU-Net's single draw); nnU-Net has no
+seed option, so its run in that folder is an independent unseeded one. The data, the test folder and nnU-Net's preprocessing
 are shared by the seeds. After the per-seed tables comes the seed table (issue 14): test Dice per
 class and mean for every run, mean +- sd over the runs, and the take-off iteration of each run
 (the end of the first epoch whose validation pseudo-Dice exceeds 0.5 for every class, read from
@@ -46,6 +47,8 @@ prediction timing can be rerun on a quiet machine::
     python benchmarks/accuracy_vs_nnunet.py --datasets hippocampus --workdir /tmp/acc_bench/work   # 3 seeds
     python benchmarks/accuracy_vs_nnunet.py --datasets hippocampus --seeds 3 4   # two more seeds, same folder
     python benchmarks/accuracy_vs_nnunet.py --datasets hippocampus --phase report   # every seed so far
+    python benchmarks/accuracy_vs_nnunet.py --datasets hippocampus --workdir W2 --reuse-nnunet-predictions
+        # W2: a copy of W's seed folders without unetkit's models: unetkit retrained, nnU-Net's runs reused
     python benchmarks/accuracy_vs_nnunet.py --datasets isbi drive --iterations 50 --phase train
     python benchmarks/accuracy_vs_nnunet.py --datasets isbi drive --phase predict --json out.json
     python benchmarks/accuracy_vs_nnunet.py --datasets isbi --iterations 4 --max-test-cases 3   # smoke
@@ -351,10 +354,16 @@ def train_unetkit(lay: Layout, args, schedule: tuple[int, int], previous: dict, 
                   "--epochs", str(epochs), "--iterations-per-epoch", str(per_epoch),
                   "--val-iterations", str(args.val_iterations), "--batch-size", str(args.batch_size),
                   "--seed", str(lay.seed), "--num-workers", str(args.num_workers), "--device", "cpu",
-                  "--no-validation", "--quiet"]
+                  "--no-validation", "--quiet",
+                  *(["--init-candidates", str(args.init_candidates)] if args.init_candidates else [])]
     result["commands"].append(shlex.join(["unetkit", *args_train]))
     fold = lay.uk_model / "fold_all"
-    if (fold / "checkpoint_final.json").is_file() and "unetkit" in previous:
+    from unetkit.training.config import TrainingConfig
+
+    candidates = args.init_candidates or TrainingConfig().init_candidates
+    # A model trained before --init-candidates existed made the single draw.
+    same_start = previous.get("unetkit", {}).get("init_candidates", 1) == candidates
+    if (fold / "checkpoint_final.json").is_file() and "unetkit" in previous and same_start:
         result["unetkit"] = previous["unetkit"]
         print(f"unetkit: reusing {fold}/checkpoint_final", flush=True)
         return
@@ -363,9 +372,11 @@ def train_unetkit(lay: Layout, args, schedule: tuple[int, int], previous: dict, 
     wall = run(unetkit_cli(*args_train), None, lay.run_root / "unetkit_train.log")
     progress = json.loads((fold / "progress.json").read_text())
     dice = progress["history"]["pseudo_dice"]
+    started = json.loads((fold / "training_config.json").read_text())
     result["unetkit"] = {**progress["timing"], "wall_seconds": wall, "pseudo_dice": dice,
                          "take_off": take_off(dice, per_epoch), "load_average_before": load,
-                         "load_average_after": load_avg()}
+                         "load_average_after": load_avg(), "init_candidates": candidates,
+                         "init_selection": started.get("init_selection")}
 
 
 def phase_train(lay: Layout, args, nn_python: Path | None, this_command: str) -> dict:
@@ -679,6 +690,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-test-cases", type=int, default=None, help="only the first N test cases (smoke runs)")
     parser.add_argument("--retrain", action="store_true", help="start the dataset's work folder afresh")
     parser.add_argument("--skip-nnunet", action="store_true", help="unetkit only (its own plan)")
+    parser.add_argument("--init-candidates", type=int, default=None,
+                        help="unetkit train's --init-candidates (default: unetkit's, 4; 1 reproduces the seed "
+                             "table measured before the best-of-4 start)")
     parser.add_argument("--reuse-nnunet-predictions", action="store_true",
                         help="predict phase: keep nnU-Net's earlier predictions and scores of this seed folder "
                              "(its model was reused too), predict and score unetkit only")

@@ -176,7 +176,7 @@ def train_one(root: Path, seed: int, mode: str, args) -> dict:
             record["batches"] = "unetkit, zero heads"
         overrides = {"epochs": args.epochs, "iterations_per_epoch": args.iterations_per_epoch,
                      "val_iterations": args.val_iterations, "batch_size": args.batch_size, "seed": seed,
-                     "num_workers": 0, "device": "cpu"}
+                     "init_candidates": args.init_candidates, "num_workers": 0, "device": "cpu"}
         t0 = time.perf_counter()
         # by name, as accuracy_vs_nnunet.py trains (the plan and cache in the work folder are what is used)
         uk_trainer.train(work, DATASET, CONFIG, "all", overrides, echo=False)
@@ -196,8 +196,9 @@ def train_one(root: Path, seed: int, mode: str, args) -> dict:
 
 
 def unetkit_initial_weights(work: Path, seed: int) -> dict:
-    """The weights ``unetkit train --seed S`` starts from: torch seeded with S, then the plan's network
-    built (``_run_loop``: configure_determinism, network_spec, build_network; nothing in between draws)."""
+    """The weights ``unetkit train --seed S --init-candidates 1`` starts from (the single draw: the
+    first of the candidates the default compares): torch seeded with S, then the plan's network built
+    (``_run_loop``: configure_determinism, network_spec, build_network; nothing in between draws)."""
     import torch
 
     from unetkit.training.config import TrainingConfig
@@ -290,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations-per-epoch", type=int, default=10)
     parser.add_argument("--val-iterations", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--init-candidates", type=int, default=1,
+                        help="unetkit's --init-candidates for the unetkit-trained modes (1, the single draw these "
+                             "swaps were measured with; nnunet-trainer-unetkit-init always copies that draw)")
     args = parser.parse_args(argv)
     allow_main_site_packages()
     sys.path.insert(0, str(HERE.parent / "src"))
