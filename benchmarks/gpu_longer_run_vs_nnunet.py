@@ -29,7 +29,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from train_speed_vs_nnunet import TRAINER_TEMPLATE, nnunet_arch_into_unetkit  # noqa: E402
+from train_speed_vs_nnunet import TRAINER_TEMPLATE, nnunet_arch_into_unetkit
 
 TRAINER = "nnUNetTrainer_UnetkitGpuRun"
 CONFIG = "3d_fullres"

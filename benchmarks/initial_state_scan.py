@@ -68,7 +68,12 @@ def unetkit_network(work: Path, plans: dict, entry: dict, seed: int, candidates:
     from unetkit.training.config import TrainingConfig
     from unetkit.training.init_selection import select_initialization
     from unetkit.training.loss import LossSpec, build_loss
-    from unetkit.training.trainer import INIT_SCORE_BATCHES, build_network, label_info, network_spec
+    from unetkit.training.trainer import (
+        INIT_SCORE_BATCHES,
+        build_network,
+        label_info,
+        network_spec,
+    )
 
     config = TrainingConfig(epochs=50, batch_size=2, arch="plain_unet", seed=seed)
     spec = network_spec(plans, entry, config, label_info(plans).num_heads)

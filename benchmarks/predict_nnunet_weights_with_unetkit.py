@@ -22,15 +22,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from batch_swap_vs_nnunet import CONFIG, DATASET, allow_main_site_packages, unetkit_cli  # noqa: E402
+from batch_swap_vs_nnunet import CONFIG, DATASET, allow_main_site_packages, unetkit_cli
 
 
 def convert(nn_checkpoint: Path, template: Path, out: Path) -> int:
     """A unetkit ``checkpoint_final`` in ``out`` holding nnU-Net's weights; returns the tensor count."""
     import torch
+    from recipe_vs_nnunet import convert_state_dict
     from safetensors.torch import load_file, save_file
 
-    from recipe_vs_nnunet import convert_state_dict
     from unetkit.utils.hashing import file_sha256
 
     shutil.rmtree(out, ignore_errors=True)
