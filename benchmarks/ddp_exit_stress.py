@@ -39,7 +39,7 @@ def one_run(index: int, keep: Path) -> bool:
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                                "--nproc_per_node", "2", str(driver), str(work), str(tmp)],
-                              env=env, capture_output=True, text=True, timeout=600)
+                              check=False, env=env, capture_output=True, text=True, timeout=600)
     failed = proc.returncode != 0 or "terminate called" in proc.stderr
     print(f"run {index}: exit {proc.returncode}, {time.perf_counter() - start:.1f} s{'  FAILED' if failed else ''}",
           flush=True)

@@ -37,8 +37,8 @@ CONFIG = "3d_fullres"
 
 def nnunet(entry: str, *args: str) -> list[str]:
     module, function = entry.split(":")
-    return [sys.executable, "-c", f"import sys; from {module} import {function} as f; sys.argv = ['nnunet', *sys.argv[1:]]; "
-            f"sys.exit(f())", *args]
+    code = f"import sys; from {module} import {function} as f; sys.argv = ['nnunet', *sys.argv[1:]]; sys.exit(f())"
+    return [sys.executable, "-c", code, *args]
 
 
 def unetkit(*args: str) -> list[str]:
