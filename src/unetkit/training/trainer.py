@@ -27,6 +27,7 @@ Distributed training (torchrun) is described in :mod:`unetkit.training.distribut
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -813,7 +814,8 @@ def _run_epoch(loop: _Loop, loaders: tuple[Any, Any], epoch: int, bar: EpochBar,
     return best_ema
 
 
-def _draw_network(run: TrainingRun, resume_name: str | None, loader_args: dict, log: RunLog) -> torch.nn.Module:
+def _draw_network(run: TrainingRun, resume_name: str | None, loader_args: dict, spec: LossSpec,
+                  log: RunLog) -> torch.nn.Module:
     """The network training starts from, on the device: the best of ``init_candidates`` draws
     (:mod:`unetkit.training.init_selection`) for a fresh run, one draw when resuming or fine-tuning
     (those weights are replaced by the checkpoint's or the source's)."""
@@ -828,11 +830,9 @@ def _draw_network(run: TrainingRun, resume_name: str | None, loader_args: dict, 
                                      **{k: v for k, v in loader_args.items() if k != "config"})
         with BatchLoader(fn, num_workers=0, finalize=finalize) as loader:  # training's first batches
             batches = [next(loader) for _ in range(INIT_SCORE_BATCHES)]
-    # A local loss (no all-reduce): each process scores on its own batches, and DDP starts every
-    # process from rank 0's weights anyway.
-    loss_fn = build_loss(LossSpec(batch_dice=bool(cfg.batch_dice), ignore_label=run.labels.ignore_label,
-                                  regions=run.labels.regions, smooth=cfg.dice_smooth, dice_weight=cfg.dice_weight,
-                                  ce_weight=cfg.ce_weight))
+    # The training loss without its all-reduce: each process scores on its own batches, and DDP
+    # starts every process from rank 0's weights anyway.
+    loss_fn = build_loss(dataclasses.replace(spec, ddp=False))
     network, record = select_initialization(lambda: build_network(run.network).to(device), candidates, batches,
                                             loss_fn, lambda data: data.to(device))
     if candidates > 1:
@@ -851,7 +851,10 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
     run.network = network_spec(run.plans, run.entry, cfg, run.labels.num_heads, log)
     loader_args = dict(batch_size=local_sizes[ctx.rank], oversample=oversample, config=cfg, ctx=ctx,
                        previous_stage=run.previous_stage, previous_labels=cascade_labels(run.plans))
-    network = _draw_network(run, resume_name, loader_args, log)
+    spec = LossSpec(batch_dice=bool(cfg.batch_dice), ignore_label=run.labels.ignore_label,
+                    regions=run.labels.regions, smooth=cfg.dice_smooth, dice_weight=cfg.dice_weight,
+                    ce_weight=cfg.ce_weight, ddp=ctx.enabled)
+    network = _draw_network(run, resume_name, loader_args, spec, log)
     network = network.to(memory_format=memory_format(cfg, device, run.network["spatial_dims"] + 2))
     log(f"network {cfg.arch}: {sum(p.numel() for p in network.parameters()):,} parameters")
     optimizer = make_optimizer(network, cfg)
@@ -869,9 +872,6 @@ def _run_loop(run: TrainingRun, resume_name: str | None, log: RunLog, ctx: DistC
                            "train_cases": run.train_cases, "val_cases": run.val_cases,
                            "data_signatures": run.data_signatures, "pretrained": run.pretrained,
                            "init_selection": run.init_selection, "config": cfg.to_dict()})
-    spec = LossSpec(batch_dice=bool(cfg.batch_dice), ignore_label=run.labels.ignore_label,
-                    regions=run.labels.regions, smooth=cfg.dice_smooth, dice_weight=cfg.dice_weight,
-                    ce_weight=cfg.ce_weight, ddp=ctx.enabled)
     loop = _Loop(run, network, _wrap_model(network, cfg, log, ctx), optimizer, scaler, build_loss(spec), spec,
                  ctx, log)
 
