@@ -31,21 +31,29 @@ def convert(nn_checkpoint: Path, template: Path, out: Path) -> int:
     from recipe_vs_nnunet import convert_state_dict
     from safetensors.torch import load_file, save_file
 
+    from unetkit.utils.atomic import atomic_write_json
     from unetkit.utils.hashing import file_sha256
 
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     for name in ("checkpoint_final.json", "checkpoint_final.state.pt", "training_config.json"):
         shutil.copy(template / name, out / name)
-    weights = torch.load(nn_checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+    import numpy as np
+
+    # nnU-Net's checkpoint holds numpy scalars in its logs besides the tensors: allow those data
+    # types and nothing that could run code.
+    numpy_data = [np._core.multiarray.scalar, np.dtype, *(type(np.dtype(t)) for t in ("float32", "float64", "int64"))]
+    with torch.serialization.safe_globals(numpy_data):
+        weights = torch.load(nn_checkpoint, map_location="cpu", weights_only=True)["network_weights"]
     converted = {k: v.contiguous() for k, v in convert_state_dict(weights).items()}
     expected = load_file(str(template / "checkpoint_final.safetensors"))
     if converted.keys() != expected.keys():
-        raise SystemExit(f"error: the weights do not map onto unetkit's network: {set(converted) ^ set(expected)}")
+        raise SystemExit(f"error: the weights of {nn_checkpoint} do not map onto the network of {template}: "
+                         f"keys only on one side: {sorted(set(converted) ^ set(expected))}")
     save_file(converted, str(out / "checkpoint_final.safetensors"))
     meta = json.loads((out / "checkpoint_final.json").read_text())
     meta["sha256"]["weights"] = file_sha256(out / "checkpoint_final.safetensors")
-    (out / "checkpoint_final.json").write_text(json.dumps(meta))
+    atomic_write_json(out / "checkpoint_final.json", meta)
     return len(converted)
 
 
