@@ -18,6 +18,7 @@ nnU-Net runs in this interpreter (``nnunetv2`` importable, no console scripts ne
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -30,6 +31,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from train_speed_vs_nnunet import TRAINER_TEMPLATE, nnunet_arch_into_unetkit
+
+from unetkit.utils.atomic import atomic_write_json
 
 TRAINER = "nnUNetTrainer_UnetkitGpuRun"
 CONFIG = "3d_fullres"
@@ -70,31 +73,34 @@ def prepare(args, work: Path, env: dict) -> None:
                 "--no-progress"), work / "unetkit_preprocess.log")
 
 
-def train_both(args, work: Path, env: dict, trainer_dir: Path) -> dict:
+def trainer_text(epochs: int) -> str:
+    """nnU-Net's trainer for this run: ``epochs`` x 250 iterations, 50 validation batches, and a
+    checkpoint every epoch (a run cut short is predicted from its latest one)."""
+    text = TRAINER_TEMPLATE.format(name=TRAINER, epochs=epochs, iterations=250, val_iterations=50)
+    return text.replace("self.num_val_iterations_per_epoch = 50",
+                        "self.num_val_iterations_per_epoch = 50\n        self.save_every = 1")
+
+
+def train_both(args, work: Path, env: dict) -> dict:
     """Both trainings at once on the GPU; each stopped at ``--train-seconds`` if still running."""
     half = str(max(1, (os.cpu_count() or 2) // 2 - 1))
-    text = TRAINER_TEMPLATE.format(name=TRAINER, epochs=args.epochs, iterations=250, val_iterations=50)
-    # a checkpoint every epoch: a run cut short is predicted from its latest one
-    text = text.replace("self.num_val_iterations_per_epoch = 50",
-                        "self.num_val_iterations_per_epoch = 50\n        self.save_every = 1")
-    (trainer_dir / f"{TRAINER}.py").write_text(text)
     cmds = {"nnunet": (nnunet("nnunetv2.run.run_training:run_training_entry", args.raw.name[7:10], CONFIG, "0",
                               "-tr", TRAINER), {**env, "nnUNet_n_proc_DA": half}),
             "unetkit": (unetkit("train", args.raw.name, "-c", CONFIG, "-f", "0", "--workdir", str(work / "uk"),
                                 "--epochs", str(args.epochs), "--iterations-per-epoch", "250", "--val-iterations",
                                 "50", "--device", "cuda", "--num-workers", half, "--no-validation", "--quiet"), None)}
-    procs, t0 = {}, time.perf_counter()
-    for tool, (cmd, tool_env) in cmds.items():
-        procs[tool] = subprocess.Popen(cmd, stdout=open(work / f"{tool}_train.log", "w"), stderr=subprocess.STDOUT,
-                                       env=tool_env)
-    out = {}
-    for tool, proc in procs.items():
-        try:
-            proc.wait(timeout=max(1.0, args.train_seconds - (time.perf_counter() - t0)))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        out[tool] = {"returncode": proc.returncode, "wall_seconds": round(time.perf_counter() - t0, 1)}
+    out, t0 = {}, time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        procs = {tool: subprocess.Popen(cmd, stdout=stack.enter_context(open(work / f"{tool}_train.log", "w")),
+                                        stderr=subprocess.STDOUT, env=tool_env)
+                 for tool, (cmd, tool_env) in cmds.items()}
+        for tool, proc in procs.items():
+            try:
+                proc.wait(timeout=max(1.0, args.train_seconds - (time.perf_counter() - t0)))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            out[tool] = {"returncode": proc.returncode, "wall_seconds": round(time.perf_counter() - t0, 1)}
     return out
 
 
@@ -150,10 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     prepare(args, work, env)
     prepared = round(time.perf_counter() - t0, 1)
-    trained = train_both(args, work, env, Path(nnunetv2.__file__).parent / "training" / "nnUNetTrainer")
-    predict_and_score(args, work, env, trained)
+    # The trainer class must sit in nnU-Net's package (it finds trainers there by name) while it trains
+    # and predicts; it is removed afterwards.
+    trainer_file = Path(nnunetv2.__file__).parent / "training" / "nnUNetTrainer" / f"{TRAINER}.py"
+    trainer_file.write_text(trainer_text(args.epochs))
+    try:
+        trained = train_both(args, work, env)
+        predict_and_score(args, work, env, trained)
+    finally:
+        trainer_file.unlink(missing_ok=True)
     result = {"epochs": args.epochs, "iterations_per_epoch": 250, "prepare_seconds": prepared, **trained}
-    (args.out / "gpu_run.json").write_text(json.dumps(result, indent=2))
+    atomic_write_json(args.out / "gpu_run.json", result)
     print("| tool | epochs done | test Dice anterior / posterior | s/iteration (median) | train wall s | checkpoint |")
     print("|---|---|---|---|---|---|")
     for tool in ("unetkit", "nnunet"):
